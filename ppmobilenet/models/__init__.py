@@ -1,0 +1,22 @@
+"""The networks and nothing else: MobileNetV1 (demo and classic heads), MobileNetV2, the seed's
+MobileNet facade, the fluid-era weight loader and the registry."""
+from .fluid_params import FluidParamsError, load_fluid_params, read_fluid_tensor
+from .mobilenet_v1 import MobileNet, MobileNetV1
+from .mobilenet_v2 import MobileNetV2
+from .summary import count_macs, count_parameters, summary
+
+MODELS = {"mobilenet_v1": MobileNetV1, "mobilenet_v2": MobileNetV2}
+
+
+def build_model(name, **kwargs):
+    """build_model("mobilenet_v1", class_dim=10, scale=0.25, head="classic")."""
+    try:
+        cls = MODELS[name.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
+    return cls(**kwargs)
+
+
+__all__ = ["MobileNet", "MobileNetV1", "MobileNetV2", "build_model", "load_fluid_params",
+           "read_fluid_tensor", "FluidParamsError", "count_parameters", "count_macs", "summary",
+           "MODELS"]

@@ -1,0 +1,245 @@
+"""Load fluid-era weights (one file per variable, the fluid LoDTensor format) into our layers.
+
+Three naming schemes are recognised (see docs/migration.md):
+- "demo": the seed's unnamed parameters, auto-named by fluid: conv2d_N.w_0 / .b_0,
+  batch_norm_N.w_0 (scale) .b_0 (offset) .w_1 (mean) .w_2 (variance), fc_N.w_0 / .b_0;
+- "mobilenet_v1": the released MobileNetV1 names conv1_weights ... fc7_offset;
+- "mobilenet_v2": the released MobileNetV2 names conv1_1_weights ... fc10_offset.
+"""
+import os
+import re
+import struct
+
+import numpy as np
+
+from .blocks import ConvBNLayer
+from .mobilenet_v1 import MobileNetV1
+from .mobilenet_v2 import BOTTLENECKS, MobileNetV2
+
+
+class FluidParamsError(ValueError):
+    """A fluid weight file or directory that cannot be loaded; the message names what is wrong."""
+
+
+# fluid VarType.Type -> numpy dtype, for the types a parameter can have.
+_DTYPES = {0: np.bool_, 1: np.int16, 2: np.int32, 3: np.int64, 4: np.float16, 5: np.float32,
+           6: np.float64, 20: np.uint8, 21: np.int8}
+# Optimizer accumulators and counters that save_persistables writes beside the weights.
+_OPTIMIZER_STATE = re.compile(r"(_velocity_\d+|_moment\d?_\d+|_beta\d_pow_acc_\d+|"
+                              r"^learning_rate_\d+|@LR_DECAY_COUNTER@|@STEP_COUNTER@)")
+V1_BLOCK_NAMES = ["conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1",
+                  "conv5_2", "conv5_3", "conv5_4", "conv5_5", "conv5_6", "conv6"]
+_BN_SUFFIXES = ("weight", "bias", "_mean", "_variance")
+
+
+def _varint(buf, pos, path):
+    value = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise FluidParamsError(f"{path}: truncated tensor description")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _parse_tensor_desc(desc, path):
+    """TensorDesc protobuf: field 1 data_type (varint), field 2 dims (int64, packed or not)."""
+    dtype, dims, pos = None, [], 0
+    while pos < len(desc):
+        key, pos = _varint(desc, pos, path)
+        field, wire = key >> 3, key & 7
+        if field == 1 and wire == 0:
+            dtype, pos = _varint(desc, pos, path)
+        elif field == 2 and wire == 0:
+            dim, pos = _varint(desc, pos, path)
+            dims.append(dim - (1 << 64) if dim >= 1 << 63 else dim)
+        elif field == 2 and wire == 2:
+            length, pos = _varint(desc, pos, path)
+            end = pos + length
+            while pos < end:
+                dim, pos = _varint(desc, pos, path)
+                dims.append(dim - (1 << 64) if dim >= 1 << 63 else dim)
+        else:
+            raise FluidParamsError(f"{path}: not a fluid tensor file (unknown field {field} in "
+                                   "its tensor description)")
+    if dtype not in _DTYPES:
+        raise FluidParamsError(f"{path}: not a fluid tensor file (data type {dtype!r})")
+    if any(d < 0 for d in dims):
+        raise FluidParamsError(f"{path}: not a fluid tensor file (negative dimension {dims})")
+    return np.dtype(_DTYPES[dtype]), dims
+
+
+def read_fluid_tensor(path):
+    """Read one file written by fluid's save_vars / save_persistables into a numpy array."""
+    with open(path, "rb") as f:
+        buf = f.read()
+
+    def take(fmt, pos):
+        size = struct.calcsize(fmt)
+        if pos + size > len(buf):
+            raise FluidParamsError(f"{path}: truncated ({len(buf)} bytes)")
+        return struct.unpack_from(fmt, buf, pos)[0], pos + size
+
+    version, pos = take("<I", 0)
+    if version != 0:
+        raise FluidParamsError(f"{path}: not a fluid tensor file (LoDTensor version {version})")
+    lod_levels, pos = take("<Q", pos)
+    if lod_levels > 16:
+        raise FluidParamsError(f"{path}: not a fluid tensor file ({lod_levels} LoD levels)")
+    for _ in range(lod_levels):
+        level_bytes, pos = take("<Q", pos)
+        pos += level_bytes
+    tensor_version, pos = take("<I", pos)
+    if tensor_version != 0:
+        raise FluidParamsError(f"{path}: not a fluid tensor file (tensor version {tensor_version})")
+    desc_size, pos = take("<i", pos)
+    if desc_size < 0 or pos + desc_size > len(buf):
+        raise FluidParamsError(f"{path}: truncated or not a fluid tensor file "
+                               f"(description of {desc_size} bytes)")
+    dtype, dims = _parse_tensor_desc(buf[pos:pos + desc_size], path)
+    pos += desc_size
+    count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+    expected = pos + count * dtype.itemsize
+    if len(buf) != expected:
+        what = "truncated" if len(buf) < expected else "has trailing bytes"
+        raise FluidParamsError(f"{path}: {what}: shape {dims} of {dtype} needs {expected} bytes, "
+                               f"the file has {len(buf)}")
+    return np.frombuffer(buf, dtype=dtype, count=count, offset=pos).reshape(dims).copy()
+
+
+def _read_directory(directory):
+    tensors = {}
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name.startswith(("__model__", ".")) or name.endswith(".pdmodel") or os.path.isdir(path):
+            continue  # a saved program or stray folder, not a variable
+        if _OPTIMIZER_STATE.search(name):
+            tensors[name] = None  # reported as ignored, never read
+            continue
+        tensors[name] = read_fluid_tensor(path)
+    return tensors
+
+
+def detect_scheme(names):
+    names = set(names)
+    if any(re.match(r"^(conv2d|batch_norm|fc)_\d+\.[wb]_\d+$", n) for n in names):
+        return "demo"
+    if {"conv1_weights", "fc7_weights"} & names:
+        return "mobilenet_v1"
+    if {"conv1_1_weights", "fc10_weights"} & names:
+        return "mobilenet_v2"
+    sample = ", ".join(sorted(names)[:5]) or "nothing"
+    raise FluidParamsError("cannot tell the naming scheme of these fluid weights (neither the "
+                           "demo's conv2d_N.w_0 nor the released conv1_weights / conv1_1_weights);"
+                           f" found: {sample}")
+
+
+def _conv_bn_units(layer):
+    """(prefix, ConvBNLayer) in creation order."""
+    return [(name, sub) for name, sub in layer.named_sublayers() if isinstance(sub, ConvBNLayer)]
+
+
+def _unit_map(prefix, fluid_unit):
+    pairs = [(f"{prefix}.conv.weight", f"{fluid_unit}_weights")]
+    fluid_bn = ("scale", "offset", "mean", "variance")
+    pairs += [(f"{prefix}.bn.{s}", f"{fluid_unit}_bn_{f}") for s, f in zip(_BN_SUFFIXES, fluid_bn)]
+    return pairs
+
+
+def _released_v1_map(layer):
+    units = ["conv1"] + [f"{b}_{part}" for b in V1_BLOCK_NAMES for part in ("dw", "sep")]
+    pairs = [p for (prefix, _), u in zip(_conv_bn_units(layer), units) for p in _unit_map(prefix, u)]
+    return pairs + [("fc.weight", "fc7_weights"), ("fc.bias", "fc7_offset")]
+
+
+def _released_v2_map(layer):
+    units = ["conv1_1"]
+    for group, (_, _, repeats, _) in enumerate(BOTTLENECKS, start=2):
+        for k in range(1, repeats + 1):
+            units += [f"conv{group}_{k}_{part}" for part in ("expand", "dwise", "linear")]
+    units.append("conv9")
+    pairs = [p for (prefix, _), u in zip(_conv_bn_units(layer), units) for p in _unit_map(prefix, u)]
+    return pairs + [("fc.weight", "fc10_weights"), ("fc.bias", "fc10_offset")]
+
+
+def _demo_map(layer, names):
+    """Auto names, numbered from the lowest index found (fluid's counters are per process, so a
+    program that built other layers first starts later)."""
+    def first(family):
+        found = [int(m.group(1)) for n in names for m in [re.match(rf"^{family}_(\d+)\.", n)] if m]
+        return min(found, default=0)
+
+    conv, bn, fc = first("conv2d"), first("batch_norm"), first("fc")
+    pairs = []
+    for i, (prefix, _) in enumerate(_conv_bn_units(layer)):
+        pairs.append((f"{prefix}.conv.weight", f"conv2d_{conv + i}.w_0"))
+        fluid_bn = ("w_0", "b_0", "w_1", "w_2")
+        pairs += [(f"{prefix}.bn.{s}", f"batch_norm_{bn + i}.{f}") for s, f in zip(_BN_SUFFIXES, fluid_bn)]
+    if getattr(layer, "head", None) == "demo":
+        n = conv + len(pairs) // 5
+        pairs += [("class_conv.weight", f"conv2d_{n}.w_0"), ("class_conv.bias", f"conv2d_{n}.b_0")]
+    return pairs + [("fc.weight", f"fc_{fc}.w_0"), ("fc.bias", f"fc_{fc}.b_0")]
+
+
+def fluid_name_map(layer, scheme, names=()):
+    """[(our state_dict key, fluid variable name)] for `layer` under `scheme`."""
+    if scheme == "demo":
+        return _demo_map(layer, names)
+    if scheme == "mobilenet_v1" and isinstance(layer, MobileNetV1):
+        return _released_v1_map(layer)
+    if scheme == "mobilenet_v2" and isinstance(layer, MobileNetV2):
+        return _released_v2_map(layer)
+    raise FluidParamsError(f"weights named in the released {scheme} scheme cannot load into a "
+                           f"{type(layer).__name__}")
+
+
+def _classifier_keys(layer):
+    return {k for k in layer.state_dict() if k.startswith(("fc.", "class_conv."))}
+
+
+def load_fluid_params(layer, source, skip_classifier=False):
+    """Load fluid-era weights into `layer` (MobileNetV1 or MobileNetV2).
+
+    source: a fluid persistables directory (one file per variable) or a {name: ndarray} mapping.
+    skip_classifier: leave the class conv / fc untouched (fine-tuning to another class count).
+    Returns {"scheme", "loaded", "skipped", "ignored"} (fluid names). Raises FluidParamsError
+    naming every missing, unexpected and mis-shaped tensor; nothing is loaded then.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        if not os.path.isdir(source):
+            raise FluidParamsError(f"{source}: not a directory of fluid weights")
+        tensors = _read_directory(source)
+        where = str(source)
+    else:
+        tensors, where = dict(source), "the given mapping"
+    ignored = sorted(n for n, v in tensors.items() if v is None)
+    tensors = {n: v for n, v in tensors.items() if v is not None}
+    scheme = detect_scheme(tensors)
+    pairs = fluid_name_map(layer, scheme, tensors)
+    skip_keys = _classifier_keys(layer) if skip_classifier else set()
+    state = layer.state_dict()
+
+    expected = {fluid for _, fluid in pairs}
+    missing = [fluid for key, fluid in pairs if fluid not in tensors and key not in skip_keys]
+    unexpected = sorted(set(tensors) - expected)
+    misshaped = [f"{fluid} {list(tensors[fluid].shape)} (expected {list(state[key].shape)} for {key})"
+                 for key, fluid in pairs
+                 if key not in skip_keys and fluid in tensors
+                 and list(tensors[fluid].shape) != list(state[key].shape)]
+    if missing or unexpected or misshaped:
+        lines = [f"cannot load fluid weights ({scheme} names) from {where} into "
+                 f"{type(layer).__name__}:"]
+        lines += [f"  missing: {', '.join(missing)}"] if missing else []
+        lines += [f"  unexpected: {', '.join(unexpected)}"] if unexpected else []
+        lines += [f"  mis-shaped: {s}" for s in misshaped]
+        raise FluidParamsError("\n".join(lines))
+
+    new_state = {key: tensors[fluid].astype(state[key].numpy().dtype, copy=False)
+                 for key, fluid in pairs if key not in skip_keys}
+    layer.set_state_dict(new_state)
+    skipped = [fluid for key, fluid in pairs if key in skip_keys]
+    return {"scheme": scheme, "loaded": [f for k, f in pairs if k not in skip_keys],
+            "skipped": skipped, "ignored": ignored}

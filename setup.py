@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="ppmobilenet",
+    version="0.1.0",
+    description="MobileNet V1/V2 on PaddlePaddle 3: the fluid demo ported, trained, monitored and shipped to ARM",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["ppmobilenet", "ppmobilenet.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "paddlepaddle>=3.0",
+        "numpy",
+        "visualdl",
+        "PyYAML",
+    ],
+    extras_require={
+        # scikit-learn ships the digits used by the bundled demo data set.
+        "demo": ["scikit-learn"],
+        "onnx": ["paddle2onnx", "onnxruntime", "onnx"],
+        "test": ["pytest", "hypothesis", "scikit-learn"],
+    },
+)
