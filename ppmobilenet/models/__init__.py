@@ -17,6 +17,14 @@ def build_model(name, **kwargs):
     return cls(**kwargs)
 
 
-__all__ = ["MobileNet", "MobileNetV1", "MobileNetV2", "build_model", "load_fluid_params",
+def build_model_from_arch(arch):
+    """The config's Arch section ({name, class_num, scale, head}) -> a model."""
+    kwargs = {"class_dim": arch["class_num"], "scale": arch.get("scale", 1.0)}
+    if arch["name"].lower() == "mobilenet_v1":
+        kwargs["head"] = arch.get("head", "demo")
+    return build_model(arch["name"], **kwargs)
+
+
+__all__ = ["MobileNet", "MobileNetV1", "MobileNetV2", "build_model", "build_model_from_arch", "load_fluid_params",
            "read_fluid_tensor", "FluidParamsError", "count_parameters", "count_macs", "summary",
            "MODELS"]
