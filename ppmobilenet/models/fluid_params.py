@@ -189,6 +189,9 @@ def fluid_name_map(layer, scheme, names=()):
     if scheme == "demo":
         return _demo_map(layer, names)
     if scheme == "mobilenet_v1" and isinstance(layer, MobileNetV1):
+        if layer.head != "classic":
+            raise FluidParamsError("the released MobileNetV1 weights (conv1_weights ... fc7_offset) "
+                                   "have the classic head; build MobileNetV1(head='classic')")
         return _released_v1_map(layer)
     if scheme == "mobilenet_v2" and isinstance(layer, MobileNetV2):
         return _released_v2_map(layer)
@@ -219,6 +222,10 @@ def load_fluid_params(layer, source, skip_classifier=False):
     tensors = {n: v for n, v in tensors.items() if v is not None}
     scheme = detect_scheme(tensors)
     pairs = fluid_name_map(layer, scheme, tensors)
+    uncovered = set(layer.state_dict()) - {key for key, _ in pairs}
+    if uncovered:
+        raise FluidParamsError(f"{type(layer).__name__} has tensors the {scheme} names do not "
+                               f"cover: {', '.join(sorted(uncovered))}")
     skip_keys = _classifier_keys(layer) if skip_classifier else set()
     state = layer.state_dict()
 
@@ -237,9 +244,9 @@ def load_fluid_params(layer, source, skip_classifier=False):
         lines += [f"  mis-shaped: {s}" for s in misshaped]
         raise FluidParamsError("\n".join(lines))
 
-    new_state = {key: tensors[fluid].astype(state[key].numpy().dtype, copy=False)
-                 for key, fluid in pairs if key not in skip_keys}
-    layer.set_state_dict(new_state)
+    for key, fluid in pairs:
+        if key not in skip_keys:
+            state[key].set_value(tensors[fluid].astype(state[key].numpy().dtype, copy=False))
     skipped = [fluid for key, fluid in pairs if key in skip_keys]
     return {"scheme": scheme, "loaded": [f for k, f in pairs if k not in skip_keys],
             "skipped": skipped, "ignored": ignored}
