@@ -117,3 +117,27 @@ def test_batchnorm_statistics_are_not_counted_as_trainable():
     all_values = count_parameters(model, trainable_only=False)
     bn_stats = sum(2 * sub._mean.shape[0] for sub in model.sublayers() if isinstance(sub, nn.BatchNorm2D))
     assert all_values - count_parameters(model) == bn_stats
+
+
+def test_readme_model_table_matches_the_code(repo_root):
+    """Every "ours" figure in the README's model table is what the code counts."""
+    import os
+    import re
+    builds = {
+        "MobileNetV1 x0.25 (classic)": ("mobilenet_v1", {"scale": 0.25, "head": "classic"}),
+        "MobileNetV1 x0.5 (classic)": ("mobilenet_v1", {"scale": 0.5, "head": "classic"}),
+        "MobileNetV1 x0.75 (classic)": ("mobilenet_v1", {"scale": 0.75, "head": "classic"}),
+        "MobileNetV1 x1.0 (classic)": ("mobilenet_v1", {"scale": 1.0, "head": "classic"}),
+        "MobileNetV2 x1.0": ("mobilenet_v2", {"scale": 1.0}),
+        "seed demo head x0.25": ("mobilenet_v1", {"scale": 0.25, "head": "demo"}),
+        "seed demo head x1.0": ("mobilenet_v1", {"scale": 1.0, "head": "demo"}),
+    }
+    text = open(os.path.join(repo_root, "README.md"), encoding="utf-8").read()
+    rows = {m.group(1): (m.group(2), m.group(3))
+            for m in re.finditer(r"^\| (.+?) \| ([\d,]+) \| ([\d.]+)M \|", text, re.M)}
+    assert set(rows) == set(builds)
+    for label, (name, kwargs) in builds.items():
+        model = build_model(name, class_dim=1000, **kwargs)
+        params, macs = rows[label]
+        assert int(params.replace(",", "")) == count_parameters(model), label
+        assert float(macs) == round(count_macs(model, 224) / 1e6, 1), label
