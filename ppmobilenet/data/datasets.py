@@ -1,0 +1,176 @@
+"""Map-style datasets: a list file (ImageNet layout), an image folder, the bundled digits.
+
+Each item is `(image CHW float32, label int64)`. `dataset[i]` raises DataError naming the image
+and, for list files, the list file:line that names it. Augmentation randomness is a pure
+function of (seed, epoch, index) (see transforms.sample_rng); call `set_epoch(epoch)` each epoch.
+"""
+import logging
+import os
+import secrets
+
+import numpy as np
+import paddle
+
+from .demo import DIGIT_NAMES, prepare_demo_digits
+from .errors import DataError
+from .image import IMG_EXTENSIONS, load_image
+from .listfile import parse_label_file, parse_list_file
+from .transforms import build_transforms, sample_rng, to_chw_float32
+
+logger = logging.getLogger(__name__)
+
+
+class SampleError(DataError):
+    """One sample failed. kind: "read" (missing/corrupt image: skippable with skip_bad_samples)
+    or "transform" (a transform raised: always an error, as it is usually the config)."""
+
+    def __init__(self, msg, path=None, origin=None, kind="read"):
+        super().__init__(msg)
+        self.path, self.origin, self.kind = path, origin, kind
+
+
+class _SampleDataset(paddle.io.Dataset):
+    """Shared body: `self.samples` is [(path, label, list line or None)], a path relative to
+    `self.root` (kept short: ImageNet has 1.28M of them, and every worker shares the list)."""
+
+    root = ""
+    list_file = None
+
+    def __init__(self, samples, transform=None, class_num=None, label_names=None, seed=0,
+                 skip_bad_samples=False):
+        super().__init__()
+        self.samples = samples
+        self.transform = transform if transform is not None else to_chw_float32
+        self.class_num = class_num if class_num is not None else max(s[1] for s in samples) + 1
+        self.label_names = label_names
+        # null seed: one random draw per dataset, so a run still has one consistent stream
+        self.seed = int(seed) if seed is not None else secrets.randbits(63)
+        self.skip_bad_samples = bool(skip_bad_samples)
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, idx):
+        rel, label, line = self.samples[idx]
+        path = os.path.join(self.root, rel)
+        origin = f"{self.list_file}:{line}" if line is not None else None
+        listed = f" (listed at {origin})" if origin else ""
+        try:
+            img = load_image(path)
+        except DataError as e:
+            raise SampleError(f"{e}{listed}", path, origin, "read") from None
+        try:
+            with sample_rng(self.seed, self.epoch, idx):
+                x = self.transform(img)
+        except Exception as e:  # noqa: BLE001 -- name the image and op chain, whatever failed
+            raise SampleError(f"transforms {self.transform!r} failed on {path}{listed} "
+                              f"(size {img.size}): {type(e).__name__}: {e}", path, origin, "transform") \
+                from None
+        return x, np.int64(label)
+
+
+class ImageNetDataset(_SampleDataset):
+    """Images under `image_root`, listed in `cls_label_path` as `relative/path label` lines."""
+
+    def __init__(self, image_root, cls_label_path, transform=None, class_num=None, label_file=None,
+                 seed=0, skip_bad_samples=False):
+        if not os.path.isdir(image_root):
+            raise DataError(f"image_root is not a folder: {image_root} (list file {cls_label_path})")
+        samples = parse_list_file(cls_label_path, class_num)
+        names = parse_label_file(label_file, class_num) if label_file else None
+        super().__init__(samples, transform, class_num, names, seed, skip_bad_samples)
+        self.root = self.image_root = image_root
+        self.list_file = self.cls_label_path = cls_label_path
+
+
+class ImageFolder(_SampleDataset):
+    """`image_root/<class name>/**/<image>`; class ids are the sorted folder names, or, with a
+    `label_file`, the ids whose names (or numbers) match the folder names. Files whose extension
+    is not an image extension (IMG_EXTENSIONS) and hidden files are ignored."""
+
+    def __init__(self, image_root, transform=None, class_num=None, label_file=None, seed=0,
+                 skip_bad_samples=False):
+        if not os.path.isdir(image_root):
+            raise DataError(f"ImageFolder root is not a folder: {image_root}")
+        classes = sorted(d for d in os.listdir(image_root)
+                         if not d.startswith(".") and os.path.isdir(os.path.join(image_root, d)))
+        if not classes:
+            raise DataError(f"ImageFolder root {image_root} has no class folders")
+        if label_file:
+            names = parse_label_file(label_file, class_num)
+            ids = {}
+            for c in classes:
+                if c in names:
+                    ids[c] = names.index(c)
+                elif c.isdigit() and int(c) < len(names):
+                    ids[c] = int(c)
+                else:
+                    raise DataError(f"folder {os.path.join(image_root, c)} matches no class name or id "
+                                    f"in {label_file}")
+        else:
+            if class_num is not None and len(classes) != class_num:
+                raise DataError(f"ImageFolder {image_root} has {len(classes)} class folders but Arch.class_num "
+                                f"is {class_num}; with fewer folders (an eval subset) give a label_file so "
+                                f"folder names map to the right ids")
+            names = classes
+            ids = {c: i for i, c in enumerate(classes)}
+        samples = []
+        for c in classes:
+            found = []
+            for dirpath, dirnames, files in os.walk(os.path.join(image_root, c)):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                found += [os.path.join(dirpath, f) for f in files
+                          if not f.startswith(".") and f.lower().endswith(IMG_EXTENSIONS)]
+            if not found:
+                logger.warning("ImageFolder: class folder %s holds no images", os.path.join(image_root, c))
+            samples += [(p, ids[c], None) for p in sorted(found)]
+        if not samples:
+            raise DataError(f"ImageFolder {image_root} holds no images ({', '.join(IMG_EXTENSIONS)})")
+        super().__init__(samples, transform, class_num if class_num is not None else len(names), names,
+                         seed, skip_bad_samples)
+        self.image_root = image_root
+
+
+class DemoDigits(ImageNetDataset):
+    """The scikit-learn digits as PNGs (written once by prepare_demo_digits), read through the
+    same list-file path as ImageNet. mode "Train" -> train_list.txt, "Eval" -> val_list.txt."""
+
+    def __init__(self, mode="Train", transform=None, cache_dir=None, image_size=64, seed=0,
+                 skip_bad_samples=False, class_num=10):
+        if class_num is not None and class_num != len(DIGIT_NAMES):
+            raise DataError(f"DemoDigits has {len(DIGIT_NAMES)} classes but Arch.class_num is {class_num}; "
+                            f"set Arch.class_num=10")
+        paths = prepare_demo_digits(cache_dir, image_size)
+        lst = paths["train_list"] if mode == "Train" else paths["val_list"]
+        super().__init__(paths["root"], lst, transform, len(DIGIT_NAMES), paths["label_file"], seed,
+                         skip_bad_samples)
+        self.paths = paths
+
+
+def build_dataset(cfg, mode):
+    """cfg (from load_config) and "Train" | "Eval" -> the dataset that section describes."""
+    if mode not in ("Train", "Eval"):
+        raise ValueError(f"mode must be 'Train' or 'Eval', got {mode!r}")
+    section = cfg["DataLoader"][mode]
+    ds = {k: os.path.expanduser(v) if isinstance(v, str) and v.startswith("~") else v
+          for k, v in section["dataset"].items()}
+    try:
+        transform = build_transforms(section["transforms"])
+    except DataError as e:
+        raise DataError(f"DataLoader.{mode}.{e}") from None
+    common = dict(transform=transform, seed=cfg["Global"]["seed"], skip_bad_samples=ds["skip_bad_samples"])
+    class_num = cfg["Arch"]["class_num"]
+    name = ds["name"]
+    if name == "ImageNetDataset":
+        return ImageNetDataset(ds["image_root"], ds["cls_label_path"], class_num=class_num,
+                               label_file=ds["label_file"], **common)
+    if name == "ImageFolder":
+        return ImageFolder(ds["image_root"], class_num=class_num, label_file=ds["label_file"], **common)
+    if name == "DemoDigits":
+        return DemoDigits(mode, cache_dir=ds["cache_dir"], image_size=ds["image_size"], class_num=class_num,
+                          **common)
+    raise DataError(f"DataLoader.{mode}.dataset.name: unknown dataset {name!r}")

@@ -1,0 +1,191 @@
+"""build_dataloader: paddle.io.DataLoader + ShardedBatchSampler + the bad-sample policy.
+
+Why failures travel as data: an exception raised inside paddle's DataLoader machinery hangs
+the single-process loader (num_workers=0) for ever and reaches the caller of a multi-process
+one as an unrelated "Blocking queue is killed" SystemError (Paddle 3.3.1). So the dataset is
+wrapped: a failing sample becomes a `_Failure` record, the collate function drops failures and
+sends them along with the batch as a JSON string, and `ReportingDataLoader.__iter__` (in the
+main thread) turns them into a DataError or, with `skip_bad_samples`, into the report.
+
+Bad-sample policy (DataLoader.<mode>.dataset.skip_bad_samples):
+- false (default): the first missing / unreadable / corrupt image raises DataError naming the
+  image and the list file:line that lists it.
+- true: such samples are dropped from their batch (a batch that loses every sample is not
+  yielded), and at the end of each pass a WARNING on the `ppmobilenet.data` logger says how many
+  and which. The records also accumulate in `loader.bad_samples`; the engine takes them with
+  `pop_bad_samples(loader)` -> [{"path", "line", "reason"}] (line is "list.txt:12" or None) to
+  write them into its own log. An epoch in which every sample failed is a DataError.
+- A transform that raises, or a batch whose images differ in shape, is always a DataError
+  (that is the config, not the data).
+
+Epochs: `build_dataloader(..., epoch=e, start_batch=k)` builds a loader for one epoch; or keep
+one loader and call `loader.set_epoch(e, start_batch=0)` before iterating it again (do not use
+persistent workers: workers copy the dataset, epoch included, when an iteration starts).
+`len(loader)` is the number of batches in the full epoch; `loader.next_batch` is the sampler
+position after the last batch yielded (start_batch + batches pulled), for checkpoints.
+"""
+import json
+import logging
+import traceback
+
+import numpy as np
+import paddle
+
+from .datasets import SampleError, build_dataset
+from .errors import DataError
+from .sampler import ShardedBatchSampler
+
+logger = logging.getLogger("ppmobilenet.data")
+
+
+class _Failure:
+    __slots__ = ("path", "line", "kind", "reason")
+
+    def __init__(self, path, line, kind, reason):
+        self.path, self.line, self.kind, self.reason = path, line, kind, reason
+
+
+class _GuardedDataset(paddle.io.Dataset):
+    """Never raises: a failing item comes back as a _Failure (see the module docstring)."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, idx):
+        try:
+            return self.dataset[idx]
+        except SampleError as e:
+            return _Failure(e.path, e.origin, e.kind, str(e))
+        except Exception as e:  # noqa: BLE001 -- a bug must still reach the main thread
+            return _Failure(None, None, "error", f"sample {idx}: {type(e).__name__}: {e}\n"
+                                                 f"{traceback.format_exc()}")
+
+    def __getattr__(self, name):          # label_names, class_num ... of the real dataset
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def collate_with_failures(items):
+    """[(image, label) | _Failure] -> [images [N,C,H,W] float32, labels [N] int64, report JSON]."""
+    good = [it for it in items if not isinstance(it, _Failure)]
+    bad = [{"path": f.path, "line": f.line, "kind": f.kind, "reason": f.reason}
+           for f in items if isinstance(f, _Failure)]
+    images, labels = np.zeros((1,), np.float32), np.zeros((1,), np.int64)   # placeholders for n == 0
+    if good:
+        shapes = {tuple(np.shape(x)) for x, _ in good}
+        if len(shapes) > 1:
+            bad.append({"path": None, "line": None, "kind": "batch",
+                        "reason": f"images in one batch have different shapes {sorted(shapes)}: end the "
+                                  f"transforms with a fixed-size op (CenterCrop, RandomResizedCrop, "
+                                  f"Resize with [h, w])"})
+            good = []
+        else:
+            images = np.stack([x for x, _ in good]).astype(np.float32, copy=False)
+            labels = np.asarray([y for _, y in good], dtype=np.int64)
+    # a JSON string rides through paddle's queues as structure, not as a tensor
+    return [images, labels, json.dumps({"n": len(good), "bad": bad})]
+
+
+class ReportingDataLoader(paddle.io.DataLoader):
+    """A paddle.io.DataLoader yielding (images, labels) with the bad-sample policy above."""
+
+    def __init__(self, dataset, batch_sampler, num_workers=0, use_shared_memory=True, mode="Train",
+                 **kwargs):
+        super().__init__(_GuardedDataset(dataset), batch_sampler=batch_sampler,
+                         collate_fn=collate_with_failures, num_workers=num_workers,
+                         use_shared_memory=use_shared_memory, return_list=True, **kwargs)
+        self.source_dataset = dataset
+        self.mode = mode
+        self.skip_bad_samples = bool(getattr(dataset, "skip_bad_samples", False))
+        self.bad_samples = []
+        self.next_batch = batch_sampler.start_batch
+
+    def set_epoch(self, epoch, start_batch=0):
+        self.source_dataset.set_epoch(epoch)
+        self.batch_sampler.set_epoch(epoch, start_batch)
+        self.next_batch = start_batch
+
+    def __iter__(self):
+        return self._batches(super().__iter__())
+
+    @staticmethod
+    def _shutdown(it):
+        # stop the reader thread / workers now when an epoch ends early (an error, a break),
+        # instead of when the iterator happens to be garbage-collected
+        stop = getattr(it, "_try_shutdown_all", None)
+        if stop is not None:
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 -- best effort; paddle retries in __del__
+                pass
+
+    def _raise(self, rec):
+        hint = ""
+        if rec["kind"] == "read":
+            hint = (f"\n(set DataLoader.{self.mode}.dataset.skip_bad_samples=true to skip such images "
+                    f"and have them reported at the end of the epoch)")
+        raise DataError(rec["reason"] + hint)
+
+    def _batches(self, it):
+        self.next_batch = self.batch_sampler.start_batch
+        new_bad, seen = [], 0
+        try:
+            for images, labels, report in it:
+                report = json.loads(report)
+                self.next_batch += 1
+                for rec in report["bad"]:
+                    if rec["kind"] != "read" or not self.skip_bad_samples:
+                        self._raise(rec)
+                    rec = {"path": rec["path"], "line": rec["line"], "reason": rec["reason"]}
+                    new_bad.append(rec)
+                    self.bad_samples.append(rec)
+                if report["n"] == 0:
+                    continue
+                seen += report["n"]
+                yield images, labels
+        finally:
+            self._shutdown(it)
+        if new_bad:
+            shown = "\n  ".join(r["reason"] for r in new_bad[:20])
+            more = f"\n  ... and {len(new_bad) - 20} more" if len(new_bad) > 20 else ""
+            logger.warning("DataLoader.%s: skipped %d bad sample(s) this epoch (skip_bad_samples):\n  %s%s",
+                           self.mode, len(new_bad), shown, more)
+            if seen == 0:
+                raise DataError(f"DataLoader.{self.mode}: every sample of this pass failed to load; "
+                                f"first: {new_bad[0]['reason']}")
+
+
+def pop_bad_samples(loader):
+    """The bad samples skipped since the last call: [{"path", "line", "reason"}]; clears them."""
+    out = list(getattr(loader, "bad_samples", []))
+    if hasattr(loader, "bad_samples"):
+        loader.bad_samples.clear()
+    return out
+
+
+def build_dataloader(cfg, mode, rank=0, world_size=1, epoch=0, start_batch=0, dataset=None):
+    """A DataLoader over DataLoader.<mode> of cfg for one rank of `world_size`.
+
+    Per-card batch is sampler.batch_size (global batch = that x world_size). Order, shard and
+    augmentation follow (Global.seed, epoch, rank, world_size) only; start_batch skips the first
+    batches of the epoch exactly. Pass `dataset` to reuse one built by build_dataset.
+    """
+    if mode not in ("Train", "Eval"):
+        raise ValueError(f"mode must be 'Train' or 'Eval', got {mode!r}")
+    if cfg["Global"]["seed"] is None and world_size > 1:
+        raise ValueError("Global.seed is null with world_size > 1: every rank must shuffle with the same "
+                         "seed; draw one on rank 0, broadcast it and put it into cfg['Global']['seed']")
+    section = cfg["DataLoader"][mode]
+    dataset = dataset if dataset is not None else build_dataset(cfg, mode)
+    dataset.set_epoch(epoch)
+    sampler = ShardedBatchSampler(len(dataset), section["sampler"]["batch_size"],
+                                  shuffle=section["sampler"]["shuffle"], drop_last=section["sampler"]["drop_last"],
+                                  seed=dataset.seed, epoch=epoch, rank=rank, world_size=world_size,
+                                  start_batch=start_batch, pad=(mode == "Train"))
+    return ReportingDataLoader(dataset, sampler, num_workers=section["loader"]["num_workers"],
+                               use_shared_memory=section["loader"]["use_shared_memory"], mode=mode)
