@@ -17,7 +17,8 @@ setup(
     extras_require={
         # scikit-learn ships the digits used by the bundled demo data set.
         "demo": ["scikit-learn"],
-        "onnx": ["paddle2onnx", "onnxruntime", "onnx"],
+        # paddle2onnx does not declare paddle and pins onnx<=1.17.
+        "onnx": ["paddle2onnx>=2.1", "onnxruntime", "onnx<=1.17"],
         "test": ["pytest", "hypothesis", "scikit-learn"],
     },
 )

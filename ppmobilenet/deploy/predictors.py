@@ -1,0 +1,157 @@
+"""One interface over four runtimes: predict(batch [N, C, H, W] float32) -> [N, classes].
+
+backend   model                         runs in
+dygraph   config Arch + checkpoint      this process (paddle.nn)
+paddle    export dir inference.json     Paddle Inference (oneDNN on CPU)
+lite      export dir lite/*_x86.nb      Paddle Lite, in the Lite interpreter (subprocess)
+onnx      export dir inference.onnx     onnxruntime
+"""
+import os
+
+import numpy as np
+
+from .errors import DeployError
+from .meta import PIR_FILES, read_meta, require_files
+
+BACKENDS = ("dygraph", "paddle", "lite", "onnx")
+ONNX_FILE = "inference.onnx"
+
+
+class Predictor:
+    backend = None
+
+    def predict(self, batch):
+        raise NotImplementedError
+
+    def predict_batches(self, batches):
+        return [self.predict(b) for b in batches]
+
+
+class PaddlePredictor(Predictor):
+    backend = "paddle"
+
+    def __init__(self, export_dir, threads=None, use_onednn=True, legacy=False):
+        from paddle import inference
+        files = (("lite/inference.pdmodel", "lite/inference.pdiparams") if legacy else PIR_FILES)
+        require_files(export_dir, files)
+        config = inference.Config(*(os.path.join(export_dir, f) for f in files))
+        config.disable_gpu()
+        if use_onednn:
+            config.enable_onednn()
+        config.set_cpu_math_library_num_threads(int(threads or 1))
+        config.disable_glog_info()
+        self._predictor = inference.create_predictor(config)
+        self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
+        self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
+
+    def predict(self, batch):
+        batch = np.ascontiguousarray(batch, dtype="float32")
+        self._input.reshape(list(batch.shape))
+        self._input.copy_from_cpu(batch)
+        self._predictor.run()
+        return self._output.copy_to_cpu()
+
+
+class OnnxPredictor(Predictor):
+    backend = "onnx"
+
+    def __init__(self, onnx_file, threads=None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise DeployError("backend onnx needs onnxruntime: pip install onnxruntime "
+                              "(or pip install 'ppmobilenet[onnx]')") from None
+        if not os.path.isfile(onnx_file):
+            raise DeployError(f"ONNX model {onnx_file}: not found (export with --onnx)")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # paddle2onnx leaves an unused initializer ORT warns about
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            self._session = ort.InferenceSession(onnx_file, opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for bad files
+            raise DeployError(f"ONNX model {onnx_file}: cannot be loaded ({e})") from None
+        self._input = self._session.get_inputs()[0].name
+
+    def predict(self, batch):
+        return self._session.run(None, {self._input: np.ascontiguousarray(batch, dtype="float32")})[0]
+
+
+class LitePredictor(Predictor):
+    """An x86 .nb in Lite's own runtime. All batches go through one subprocess call."""
+    backend = "lite"
+
+    def __init__(self, nb, lite_python=None, runtime=None):
+        from .lite_env import find_lite_python
+        from .nbfile import inspect_nb
+        if os.path.basename(nb).endswith("_arm.nb"):
+            raise DeployError(f"Lite model {nb}: an ARM .nb runs on x86 without error but returns "
+                              f"garbage; use the x86 .nb here and the ARM one on the board")
+        inspect_nb(nb)
+        self.nb = nb
+        self.runtime = runtime or find_lite_python(lite_python)
+
+    def predict(self, batch):
+        return self.predict_batches([batch])[0]
+
+    def predict_batches(self, batches):
+        from .lite import run_lite
+        return run_lite(self.nb, list(batches), runtime=self.runtime)
+
+
+class DygraphPredictor(Predictor):
+    backend = "dygraph"
+
+    def __init__(self, cfg, checkpoint=None, softmax=None):
+        import paddle
+        from ppmobilenet.models import build_model_from_arch
+        from .weights import load_weights
+        self.model = build_model_from_arch(cfg["Arch"])
+        path = checkpoint or (cfg.get("Global") or {}).get("pretrained_model")
+        if not path:
+            raise DeployError("backend dygraph needs weights: pass --checkpoint or set "
+                              "Global.pretrained_model")
+        load_weights(self.model, path)
+        self.model.eval()
+        if softmax is None:
+            softmax = (cfg.get("Export") or {}).get("softmax", True)
+        self.softmax = softmax
+        self._paddle = paddle
+
+    def predict(self, batch):
+        paddle = self._paddle
+        with paddle.no_grad():
+            out = self.model(paddle.to_tensor(np.asarray(batch, dtype="float32")))
+            if self.softmax:
+                out = paddle.nn.functional.softmax(out, axis=-1)
+        return out.numpy()
+
+
+def lite_nb_for(export_dir):
+    """The x86 .nb recorded in export_meta.json (the one Lite can run numerically on x86)."""
+    meta = read_meta(export_dir)
+    entry = (meta.get("lite") or {}).get("x86")
+    if not entry:
+        raise DeployError(f"export folder {export_dir}: no x86 Lite model recorded in export_meta.json; "
+                          f"convert with tools/export.py --lite x86")
+    return os.path.join(export_dir, entry["file"])
+
+
+def create_predictor(backend, export_dir=None, cfg=None, checkpoint=None, threads=None,
+                     lite_python=None, nb=None, onnx_file=None):
+    if backend not in BACKENDS:
+        raise DeployError(f"backend {backend!r}: choose from {', '.join(BACKENDS)}")
+    if backend == "dygraph":
+        if cfg is None:
+            raise DeployError("backend dygraph needs a config (-c) for Arch")
+        return DygraphPredictor(cfg, checkpoint)
+    if backend == "lite" and nb:
+        return LitePredictor(nb, lite_python)
+    if not export_dir:
+        raise DeployError(f"backend {backend} needs an export folder (--model-dir or "
+                          f"Global.save_inference_dir)")
+    if backend == "paddle":
+        return PaddlePredictor(export_dir, threads=threads)
+    if backend == "lite":
+        return LitePredictor(lite_nb_for(export_dir), lite_python)
+    return OnnxPredictor(onnx_file or os.path.join(export_dir, ONNX_FILE), threads=threads)

@@ -1,0 +1,147 @@
+"""Export: PIR + legacy from one process, softmax, input `x` with a dynamic batch, labels and
+export_meta.json, and the errors for bad weights / labels / export folders."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from deploy_helpers import (export_overrides, load_cfg, make_weights, o_args, run_tool,
+                            shared_export, write_labels)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return shared_export(tmp_path_factory)
+
+
+def _dygraph(cfg, weights, batch, softmax=True):
+    from ppmobilenet.deploy.predictors import DygraphPredictor
+    return DygraphPredictor(cfg, weights, softmax=softmax).predict(batch)
+
+
+def test_export_writes_pir_and_legacy_with_labels_and_meta(exported):
+    d = exported["dir"]
+    for name in ("inference.json", "inference.pdiparams", "lite/inference.pdmodel",
+                 "lite/inference.pdiparams", "labels.txt", "export_meta.json"):
+        assert os.path.getsize(os.path.join(d, name)) > 0, name
+    # Two formats: a PIR JSON program and a legacy protobuf ProgramDesc.
+    with open(os.path.join(d, "inference.json")) as f:
+        json.load(f)
+    from paddle.base.proto import framework_pb2
+    prog = framework_pb2.ProgramDesc()
+    with open(os.path.join(d, "lite", "inference.pdmodel"), "rb") as f:
+        prog.ParseFromString(f.read())
+    ops = [op.type for op in prog.blocks[0].ops]
+    assert ops[0] == "feed" and ops[-1] == "fetch"
+    assert ops[-2] == "softmax", ops[-4:]          # the graph ends in softmax
+    assert "flatten_contiguous_range" not in ops and "relu6" not in ops  # Lite-breaking ops
+    feed_vars = [v for v in prog.blocks[0].vars if v.name == "x"]
+    assert feed_vars and list(feed_vars[0].type.dense_tensor.tensor.dims) == [-1, 3, 64, 64]
+
+    meta = json.load(open(os.path.join(d, "export_meta.json")))
+    assert meta["model"] == {"name": "mobilenet_v1", "scale": 0.25, "head": "classic", "class_num": 10}
+    assert meta["image_shape"] == [3, 64, 64] and meta["input_name"] == "x" and meta["softmax"]
+    assert [next(iter(op)) for op in meta["preprocess"]] == ["Resize", "CenterCrop", "ToTensor", "Normalize"]
+    assert open(os.path.join(d, "labels.txt")).read().splitlines()[3] == "3 three"
+    # The export checked both formats against dygraph and said so.
+    assert any("inference.json) vs dygraph" in line and "-> ok" in line for line in exported["log"])
+
+
+def test_both_formats_run_any_batch_size_and_match_dygraph(exported):
+    from ppmobilenet.deploy.predictors import PaddlePredictor
+    rng = np.random.RandomState(1)
+    for n in (1, 3):
+        batch = rng.standard_normal((n, 3, 64, 64)).astype("float32")
+        ref = _dygraph(exported["cfg"], exported["weights"], batch)
+        for legacy in (False, True):
+            out = PaddlePredictor(exported["dir"], legacy=legacy).predict(batch)
+            assert out.shape == (n, 10)
+            np.testing.assert_allclose(out.sum(1), 1.0, atol=1e-5)
+            assert np.abs(out - ref).max() < 1e-5
+            assert (out.argmax(1) == ref.argmax(1)).all()
+    # The sharpened weights make the check meaningful: probabilities are far from uniform.
+    assert ref.max() > 0.3
+
+
+def test_export_without_softmax_gives_logits(tmp_path):
+    from ppmobilenet.deploy import export_model
+    from ppmobilenet.deploy.predictors import PaddlePredictor
+    w = make_weights(str(tmp_path / "w.pdparams"), name="mobilenet_v2", scale=0.5, sharpen=1.0)
+    labels = write_labels(str(tmp_path / "l.txt"))
+    cfg = load_cfg(*export_overrides(str(tmp_path), w, labels, ["Arch.name=mobilenet_v2",
+                                                                 "Arch.scale=0.5",
+                                                                 "Export.softmax=False"])[1:])
+    export_model(cfg, log=lambda m: None)
+    batch = np.random.RandomState(2).standard_normal((2, 3, 64, 64)).astype("float32")
+    out = PaddlePredictor(str(tmp_path / "inference")).predict(batch)
+    ref = _dygraph(cfg, w, batch, softmax=False)
+    assert np.abs(out - ref).max() < 1e-4 * np.abs(ref).max()  # float32 rounding of logits
+    assert np.abs(out.sum(1) - 1.0).max() > 0.1  # logits, not probabilities
+    meta = json.load(open(tmp_path / "inference" / "export_meta.json"))
+    assert meta["softmax"] is False and meta["model"]["head"] is None
+
+
+def test_export_cli(tmp_path):
+    w = make_weights(str(tmp_path / "w.pdparams"))
+    labels = write_labels(str(tmp_path / "l.txt"))
+    r = run_tool("export.py", "-c", "configs/demo.yaml", *o_args(export_overrides(str(tmp_path), w, labels)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "vs dygraph" in r.stdout
+    for name in ("inference.json", "lite/inference.pdmodel", "labels.txt", "export_meta.json"):
+        assert os.path.isfile(tmp_path / "inference" / name)
+
+
+def test_export_label_file_with_wrong_class_count_fails_naming_it(tmp_path):
+    w = make_weights(str(tmp_path / "w.pdparams"))
+    labels = write_labels(str(tmp_path / "three.txt"), n=3)
+    r = run_tool("export.py", "-c", "configs/demo.yaml", *o_args(export_overrides(str(tmp_path), w, labels)))
+    assert r.returncode == 1
+    assert "three.txt" in r.stderr and "3 labels" in r.stderr and "10 classes" in r.stderr
+    assert not os.path.exists(tmp_path / "inference" / "inference.json")
+
+
+def test_export_missing_weights_fails_naming_them(tmp_path):
+    labels = write_labels(str(tmp_path / "l.txt"))
+    missing = str(tmp_path / "nope" / "best_model")
+    r = run_tool("export.py", "-c", "configs/demo.yaml",
+                 *o_args(export_overrides(str(tmp_path), missing, labels)))
+    assert r.returncode == 1
+    assert missing in r.stderr
+
+
+def test_export_weights_of_another_class_count_fail(tmp_path):
+    # Export must not quietly re-initialise a mismatched classifier (fine-tuning may; shipping not).
+    w = make_weights(str(tmp_path / "w.pdparams"), class_num=5)
+    labels = write_labels(str(tmp_path / "l.txt"))
+    r = run_tool("export.py", "-c", "configs/demo.yaml", *o_args(export_overrides(str(tmp_path), w, labels)))
+    assert r.returncode == 1
+    assert "w.pdparams" in r.stderr and "fc.weight" in r.stderr
+
+
+@pytest.mark.parametrize("content, expect", [
+    ("0 zero\n0 nil\n", "line 2: class id 0 appears twice"),
+    ("0 zero\nfoo bar\n", "line 2: expected `id name`"),
+    ("0 zero\n2 two\n", "ids must run 0..1"),
+    ("", "no labels"),
+])
+def test_bad_label_files(tmp_path, content, expect):
+    from ppmobilenet.deploy import DeployError, read_labels
+    path = tmp_path / "labels.txt"
+    path.write_text(content)
+    with pytest.raises(DeployError) as e:
+        read_labels(str(path))
+    assert str(path) in str(e.value) and expect in str(e.value)
+
+
+def test_export_folder_missing_a_file_is_named(exported, tmp_path):
+    import shutil
+    from ppmobilenet.deploy import DeployError
+    from ppmobilenet.deploy.predictors import PaddlePredictor
+    d = tmp_path / "copy"
+    shutil.copytree(exported["dir"], d)
+    os.remove(d / "inference.pdiparams")
+    with pytest.raises(DeployError, match="inference.pdiparams is missing"):
+        PaddlePredictor(str(d))
+    with pytest.raises(DeployError, match="export folder .*nowhere.*not found"):
+        PaddlePredictor(str(tmp_path / "nowhere"))
