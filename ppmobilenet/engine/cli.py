@@ -1,0 +1,44 @@
+"""The shared body of tools/train.py and tools/eval.py: threads, -c/-o, errors -> exit codes.
+
+Exit codes: 0 done, 2 bad config (the message names the key, file:line or -o option),
+1 bad data or checkpoint (the message names the file). Other exceptions keep their traceback.
+"""
+import argparse
+import sys
+
+from .cpu import use_all_cores
+
+
+def run_tool(doc, action, argv=None):
+    """action: "train" or "evaluate" (a name in ppmobilenet.engine)."""
+    use_all_cores()  # before paddle is imported by anything below
+    from ..config import ConfigError, add_config_args, load_config
+
+    parser = add_config_args(argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter))
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.override)
+        from .. import engine
+        getattr(engine, action)(cfg)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if isinstance(e, _named_errors()):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+def _named_errors():
+    from ..models import FluidParamsError
+    from .checkpoint import CheckpointError
+    errors = (CheckpointError, FluidParamsError)
+    try:
+        from ..data import DataError
+        errors += (DataError,)
+    except ImportError:
+        pass
+    return errors

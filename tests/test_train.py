@@ -1,0 +1,248 @@
+"""The training engine through tools/train.py and tools/eval.py: configs, schedules, seeds,
+accuracy on the demo data, EMA, AMP on CPU, bad samples, pretrained weights, bad configs."""
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from engine_helpers import EVAL, ROOT, TRAIN, demo_subset, env, run_tool, tiny_config, vdl_scalars
+from ppmobilenet.config import load_config
+from ppmobilenet.engine.checkpoint import CheckpointError, load_pretrained, read_states
+from ppmobilenet.engine.optim import build_lr_scheduler
+from ppmobilenet.models import build_model
+
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.getbasetemp() / "engine-cache")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, cache):
+    return demo_subset(tmp_path_factory.mktemp("train-data"), cache)
+
+
+def ok(r):
+    assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+# ------------------------------------------------------------------ configs and schedules
+
+def test_every_config_loads():
+    names = {os.path.basename(p) for p in CONFIGS}
+    assert {"demo.yaml", "seed_demo.yaml", "MobileNetV1_x0_25.yaml", "MobileNetV1_x0_5.yaml",
+            "MobileNetV1_x0_75.yaml", "MobileNetV1_x1_0.yaml", "MobileNetV2_x1_0.yaml"} <= names
+    for path in CONFIGS:
+        cfg = load_config(path)
+        assert cfg["Global"]["epochs"] >= 1, path
+
+
+@pytest.mark.parametrize("scale", ["0_25", "0_5", "0_75", "1_0"])
+def test_mobilenet_v1_recipes_follow_the_fluid_flags(scale):
+    cfg = load_config(os.path.join(ROOT, "configs", f"MobileNetV1_x{scale}.yaml"))
+    assert cfg["Arch"] == {"name": "mobilenet_v1", "class_num": 1000,
+                           "scale": float(scale.replace("_", ".")), "head": "classic"}
+    opt = cfg["Optimizer"]
+    assert (opt["name"], opt["momentum"], opt["regularizer"]["coeff"]) == ("Momentum", 0.9, 3e-5)
+    assert (opt["lr"]["name"], opt["lr"]["decay_epochs"], opt["lr"]["values"]) == \
+        ("Piecewise", [30, 60, 90], [0.1, 0.01, 0.001, 0.0001])
+    assert cfg["Global"]["epochs"] == 120 and opt["lr"]["warmup_epoch"] == 0
+    assert cfg["DataLoader"]["Train"]["sampler"]["batch_size"] * 4 == 256  # on 4 cards
+    train = [next(iter(t)) for t in cfg["DataLoader"]["Train"]["transforms"]]
+    assert train[:2] == ["RandomResizedCrop", "RandomHorizontalFlip"]
+    assert cfg["DataLoader"]["Train"]["transforms"][0]["RandomResizedCrop"]["scale"] == [0.08, 1.0]
+    assert cfg["DataLoader"]["Eval"]["transforms"][:2] == [{"Resize": {"size": 256}},
+                                                          {"CenterCrop": {"size": 224}}]
+
+
+def test_mobilenet_v2_recipe():
+    cfg = load_config(os.path.join(ROOT, "configs", "MobileNetV2_x1_0.yaml"))
+    assert cfg["Arch"]["name"] == "mobilenet_v2" and cfg["Global"]["epochs"] == 240
+    assert cfg["Optimizer"]["lr"]["name"] == "Cosine" and cfg["Optimizer"]["regularizer"]["coeff"] == 4e-5
+    assert cfg["DataLoader"]["Train"]["sampler"]["batch_size"] * 4 == 500
+
+
+def test_lr_schedules_step_per_iteration():
+    pw = build_lr_scheduler({"name": "Piecewise", "learning_rate": 0.1, "decay_epochs": [2, 3],
+                             "values": [0.1, 0.01, 0.001], "warmup_epoch": 1,
+                             "warmup_start_lr": 0.0}, epochs=4, steps_per_epoch=4)
+    got = []
+    for _ in range(16):
+        got.append(round(pw(), 6))
+        pw.step()
+    # linear ramp over the first epoch's 4 steps, then drops exactly at epochs 2 and 3
+    assert got == [0.0, 0.025, 0.05, 0.075] + [0.1] * 4 + [0.01] * 4 + [0.001] * 4
+    cos = build_lr_scheduler({"name": "Cosine", "learning_rate": 0.1, "warmup_epoch": 1,
+                              "warmup_start_lr": 0.01}, epochs=3, steps_per_epoch=10)
+    lrs = []
+    for _ in range(30):
+        lrs.append(cos())
+        cos.step()
+    assert lrs[0] == pytest.approx(0.01) and lrs[10] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.002
+
+
+def test_label_smoothing_and_topk_cap():
+    from ppmobilenet.engine.evaluation import effective_topk, topk_correct
+    from ppmobilenet.engine.trainer import build_loss
+    logits = paddle.to_tensor([[4.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
+    labels = paddle.to_tensor([0, 2])
+    plain = build_loss({"name": "CELoss", "epsilon": 0.0})(logits, labels).item()
+    smooth = build_loss({"name": "CELoss", "epsilon": 0.1})(logits, labels).item()
+    logp = paddle.nn.functional.log_softmax(logits).numpy()
+    want = np.mean([-(0.9 + 0.1 / 3) * logp[i, y] - sum(0.1 / 3 * logp[i, k] for k in range(3) if k != y)
+                    for i, y in enumerate([0, 2])])
+    assert smooth == pytest.approx(float(want), rel=1e-5) and smooth != pytest.approx(plain)
+    assert effective_topk([1, 5], 3) == [1, 3] and effective_topk([1, 5], 1000) == [1, 5]
+    assert topk_correct(logits, labels, [1, 2, 3]) == [1.0, 2.0, 2.0]
+
+
+# ------------------------------------------------------------------ runs
+
+def test_seed_gives_identical_losses(tmp_path, data):
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        cfg = tiny_config(tmp_path / f"{name}.yaml", tmp_path / name, data, epochs=1,
+                          Global={"seed": seed, "eval_during_train": False})
+        ok(run_tool(TRAIN, cfg))
+        runs[name] = [v for _, v in vdl_scalars(tmp_path / name / "vdl", "train/loss")]
+    assert len(runs["a"]) == 6 and runs["a"] == runs["b"]
+    assert runs["a"] != runs["c"]  # the seed is what makes them equal
+    pa, pb = (paddle.load(str(tmp_path / n / "latest.pdparams")) for n in "ab")
+    assert all(np.array_equal(pa[k].numpy(), pb[k].numpy()) for k in pa)
+
+
+@pytest.mark.slow
+def test_demo_config_learns_the_digits_and_eval_tool_agrees(tmp_path, cache):
+    """configs/demo.yaml at 32x32 for 3 epochs on the whole demo split (chance is 10%); about
+    90% with 1 or 2 threads."""
+    out = tmp_path / "demo"
+    small = [f"Global.output_dir={out}", "Global.epochs=3", "Global.print_batch_step=20",
+             "Optimizer.lr.warmup_epoch=1", "Optimizer.lr.learning_rate=0.05",
+             "DataLoader.Train.sampler.batch_size=32",
+             "DataLoader.Train.transforms.0.RandomResizedCrop.scale=[0.9, 1.0]",
+             f"DataLoader.Train.dataset.cache_dir={cache}", f"DataLoader.Eval.dataset.cache_dir={cache}",
+             "DataLoader.Train.dataset.image_size=32", "DataLoader.Eval.dataset.image_size=32",
+             "DataLoader.Train.transforms.0.RandomResizedCrop.size=32"]
+    demo = os.path.join(ROOT, "configs", "demo.yaml")
+    r = ok(run_tool(TRAIN, demo, *small))
+    best = read_states(out / "best_model")
+    assert best["best_metric"] >= 0.80, r.stdout[-2000:]
+    assert best["last_eval"]["samples"] == 359  # the whole val split
+
+    e = ok(run_tool(EVAL, demo, *small, f"Global.pretrained_model={out / 'best_model'}"))
+    m = re.search(r"eval: loss ([\d.]+) top1 ([\d.]+) top5 ([\d.]+) \((\d+) images\)", e.stdout)
+    assert m, e.stdout
+    assert float(m.group(2)) == pytest.approx(best["best_metric"], abs=1e-4)
+    assert int(m.group(4)) == 359
+
+
+def test_ema_amp_on_cpu_bad_samples_and_run_outputs(tmp_path, data):
+    # a list file with one image that is not on disk, at line 3
+    with open(data["train"]) as f:
+        lines = f.readlines()
+    lines.insert(2, "train/3/missing_image.png 3\n")
+    bad_list = tmp_path / "train_with_hole.txt"
+    bad_list.write_text("".join(lines))
+    out = tmp_path / "run"
+    cfg = tiny_config(tmp_path / "c.yaml", out, data, epochs=1, EMA={"use_ema": True, "decay": 0.99},
+                      AMP={"use_amp": True, "level": "O1"})
+    r = ok(run_tool(TRAIN, cfg, f"DataLoader.Train.dataset.cls_label_path={bad_list}",
+                    "DataLoader.Train.dataset.skip_bad_samples=true"))
+    log = (out / "train.log").read_text()
+
+    assert log.count("AMP is off") == 1  # said once, on CPU
+    # the data pipeline's end-of-epoch report, in the console and in train.log
+    assert "missing_image.png" in log and "train_with_hole.txt:3" in log, log[-3000:]
+    assert "1 bad sample(s) skipped" in log
+
+    # EMA: evaluated, logged, saved beside each checkpoint, loadable as weights
+    assert re.search(r"EMA top1 [\d.]+", log)
+    assert vdl_scalars(out / "vdl", "eval_ema/top1")
+    for prefix in ("latest", "best_model", "epoch_1"):
+        assert (out / f"{prefix}.pdema").exists(), prefix
+    model = build_model("mobilenet_v1", class_dim=10, scale=0.25, head="classic")
+    assert load_pretrained(model, out / "latest.pdema")["skipped"] == []
+    ema = paddle.load(str(out / "latest.pdema"))
+    raw = paddle.load(str(out / "latest.pdparams"))
+    assert not np.array_equal(ema["fc.weight"].numpy(), raw["fc.weight"].numpy())
+
+    # the resolved config (loads again, seed recorded) and the class names
+    resolved = load_config(str(out / "config.yaml"))
+    assert resolved["EMA"]["use_ema"] is True and resolved["Global"]["seed"] == 0
+    labels = (out / "labels.txt").read_text().splitlines()
+    assert labels[0] == "0 zero" and len(labels) == 10
+    assert f"checkpoints in {out}: best_model, epoch_1, latest" in r.stdout
+    assert f"visualdl --logdir {out / 'vdl'}" in r.stdout
+
+
+def test_pretrained_fluid_directory_and_pdparams(tmp_path):
+    """Released fluid MobileNetV1 weights (1000 classes, one file per parameter) into a 10-class
+    model: everything but the classifier loads, and the report says the classifier was skipped."""
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps([{"graph": "released_v1", "scale": 0.25, "class_dim": 1000}]))
+    subprocess.run([sys.executable, os.path.join(ROOT, "tests", "fluid_reference.py"), str(spec),
+                    str(tmp_path / "fluid")], check=True, capture_output=True, timeout=300,
+                   env=env(FLAGS_enable_pir_api="0"))
+    weights = tmp_path / "fluid" / "0" / "weights"
+    model = build_model("mobilenet_v1", class_dim=10, scale=0.25, head="classic")
+    fresh_fc = model.fc.weight.numpy().copy()
+    rep = load_pretrained(model, str(weights))
+    assert sorted(rep["skipped"]) == ["fc7_offset", "fc7_weights"] and "NOT loaded" in rep["message"]
+    assert rep["loaded"] == 135
+    from ppmobilenet.models import read_fluid_tensor
+    assert np.array_equal(model.conv1.conv.weight.numpy(),
+                          read_fluid_tensor(str(weights / "conv1_weights")))
+    assert np.array_equal(model.fc.weight.numpy(), fresh_fc)
+    with pytest.raises(CheckpointError, match="Global.pretrained_model"):
+        load_pretrained(model, str(weights), skip_classifier_on_mismatch=False)
+
+    # .pdparams with and without the suffix, same class count: nothing skipped
+    paddle.save(model.state_dict(), str(tmp_path / "w.pdparams"))
+    twin = build_model("mobilenet_v1", class_dim=10, scale=0.25, head="classic")
+    assert load_pretrained(twin, str(tmp_path / "w"))["skipped"] == []
+    assert np.array_equal(twin.fc.weight.numpy(), model.fc.weight.numpy())
+
+
+# ------------------------------------------------------------------ bad configs
+
+BAD = [
+    (["Global.epoch=3"], 2, ["Global.epoch", "did you mean 'Global.epochs'"]),
+    (["Global.epochs=many"], 2, ["Global.epochs", "int"]),
+    (["Optimizer.lr.name=Piecewise", "Optimizer.lr.values=[0.1, 0.01]"], 2, ["Optimizer.lr.values"]),
+    (["Global.device=gpu"], 2, ["Global.device"]),
+    (["Arch.class_num=5", "Metric.topk=[1]"], 1, ["Arch.class_num is 5", "train.txt:"]),
+    (["Global.checkpoints=/nonexistent/latest"], 1, ["Global.checkpoints", "/nonexistent/latest.pdparams"]),
+    (["Global.pretrained_model=/nonexistent/w"], 1, ["Global.pretrained_model", "/nonexistent/w"]),
+]
+
+
+@pytest.mark.parametrize("overrides,code,words", BAD, ids=[b[0][0].split("=")[0] for b in BAD])
+def test_bad_config_is_refused_by_name(tmp_path, data, overrides, code, words):
+    if overrides == ["Global.device=gpu"] and paddle.is_compiled_with_cuda():
+        pytest.skip("this Paddle has CUDA")
+    cfg = tiny_config(tmp_path / "c.yaml", tmp_path / "run", data, epochs=1)
+    r = run_tool(TRAIN, cfg, *overrides)
+    assert r.returncode == code, r.stdout[-2000:] + r.stderr[-2000:]
+    for w in words:
+        assert w in r.stderr, (w, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / "latest.pdparams").exists()
+
+
+def test_pretrained_of_another_width_is_refused(tmp_path, data):
+    other = build_model("mobilenet_v1", class_dim=10, scale=0.5, head="classic")
+    paddle.save(other.state_dict(), str(tmp_path / "wide.pdparams"))
+    cfg = tiny_config(tmp_path / "c.yaml", tmp_path / "run", data, epochs=1)
+    r = run_tool(TRAIN, cfg, f"Global.pretrained_model={tmp_path / 'wide'}")
+    assert r.returncode == 1
+    assert "Global.pretrained_model" in r.stderr and "mis-shaped: blocks" in r.stderr
