@@ -23,11 +23,13 @@ import tempfile
 
 import yaml
 
+from .errors import PPMobileNetError, short_repr
+
 __all__ = ["ConfigError", "Key", "SCHEMA", "load_config", "parse_overrides", "dump_config",
            "add_config_args", "validate_config", "schema_keys"]
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, PPMobileNetError):
     """A config file or -o option is wrong; the message names the file:line or option."""
 
 
@@ -179,6 +181,8 @@ SCHEMA = {
         "lite_python": Key(("str", "null"), None,
                            doc="interpreter with paddlelite [$PPMOBILENET_LITE_PYTHON]"),
         "onnx": Key("bool", False),
+        "quant_type": Key(("str", "null"), None, allowed=("QUANT_INT8", "QUANT_INT16"),
+                          doc="opt weight quantisation of the arm .nb: QUANT_INT8 | QUANT_INT16"),
     },
 }
 
@@ -237,9 +241,14 @@ class _Places:
         return self.source
 
 
-def _key_lines(node, path=(), out=None, source=""):
-    """Walk a composed YAML node tree: path -> line of the key; duplicate keys are errors."""
+def _key_lines(node, path=(), out=None, source="", seen=None):
+    """Walk a composed YAML node tree: path -> line of the key; duplicate keys are errors.
+    An aliased node (`*a`) is walked once: a "billion laughs" file would take for ever."""
     out = {} if out is None else out
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return out
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen = set()
         for knode, vnode in node.value:
@@ -249,11 +258,11 @@ def _key_lines(node, path=(), out=None, source=""):
                 raise ConfigError(f"duplicate key '{_fmt(sub)}' in {source}:{knode.start_mark.line + 1}")
             seen.add(key)
             out[sub] = knode.start_mark.line + 1
-            _key_lines(vnode, sub, out, source)
+            _key_lines(vnode, sub, out, source, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             out[path + (i,)] = item.start_mark.line + 1
-            _key_lines(item, path + (i,), out, source)
+            _key_lines(item, path + (i,), out, source, seen)
     return out
 
 
@@ -275,6 +284,10 @@ def _read_yaml(path):
         context = getattr(e, "context", None)
         raise ConfigError(f"invalid YAML in {where}: {problem}" + (f" ({context})" if context else "")) \
             from None
+    except RecursionError:
+        raise ConfigError(f"invalid YAML in {path}: nested too deeply") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise ConfigError(f"invalid YAML in {path}: {e}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -288,7 +301,7 @@ def _parse_value(text):
     """YAML first (0.1, [1, 5], true, null), then Python literals (None, 1e-5), else the string."""
     try:
         value = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError, ValueError):  # ValueError: a 5000-digit integer
         value = text
     if isinstance(value, str):
         try:
@@ -375,7 +388,7 @@ def _apply_override(raw, path, value, text, places):
                 raise ConfigError(f"no key '{seg}' in {where} (it has: {', '.join(map(str, node)) or 'nothing'})"
                                   f" in {place}")
         else:
-            raise ConfigError(f"cannot set {_fmt(path)} in {place}: {where} is {node!r}, not a list or mapping")
+            raise ConfigError(f"cannot set {_fmt(path)} in {place}: {where} is {short_repr(node)}, not a list or mapping")
         if last:
             node[seg] = value
         else:
@@ -432,7 +445,7 @@ def _check_transforms(v, path, errors, where):
     paddle.vision.transforms (imported lazily: paddle is heavy)."""
     if not isinstance(v, (list, tuple)):
         errors.append(f"{_fmt(path)} in {where(path)}: expected a list of {{Transform: {{kwargs}}}}, "
-                      f"got {v!r}")
+                      f"got {short_repr(v)}")
         return v
     from ppmobilenet.data.transforms import TransformSpecError, check_transform
     out = []
@@ -459,7 +472,7 @@ def _check_leaf(spec, v, path, errors, where):
             break
     else:
         errors.append(f"{_fmt(path)} in {where(path)}: expected {_type_name(spec.types)}, "
-                      f"got {v!r} ({type(v).__name__})")
+                      f"got {short_repr(v)} ({type(v).__name__})")
         return v
     if spec.allowed and value is not None:
         for item in (value if isinstance(value, list) else [value]):
@@ -467,12 +480,12 @@ def _check_leaf(spec, v, path, errors, where):
                 guess = difflib.get_close_matches(str(item), spec.allowed, n=1, cutoff=0.5)
                 hint = f"; did you mean '{guess[0]}'?" if guess else ""
                 errors.append(f"{_fmt(path)} in {where(path)}: expected one of "
-                              f"{', '.join(repr(a) for a in spec.allowed)}, got {item!r}{hint}")
+                              f"{', '.join(repr(a) for a in spec.allowed)}, got {short_repr(item)}{hint}")
                 return value
     if spec.check and value is not None:
         problem = spec.check(value)
         if problem:
-            errors.append(f"{_fmt(path)} in {where(path)}: {problem}, got {value!r}")
+            errors.append(f"{_fmt(path)} in {where(path)}: {problem}, got {short_repr(value)}")
     return value
 
 
@@ -480,7 +493,7 @@ def _validate(schema, raw, path, errors, where):
     if raw is None:                      # `AMP:` with everything commented out
         raw = {}
     if not isinstance(raw, dict):
-        errors.append(f"{_fmt(path)} in {where(path)}: expected a mapping (section), got {raw!r}")
+        errors.append(f"{_fmt(path)} in {where(path)}: expected a mapping (section), got {short_repr(raw)}")
         raw = {}
     for k in raw:
         if k not in schema:

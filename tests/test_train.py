@@ -132,7 +132,8 @@ def test_demo_config_learns_the_digits_and_eval_tool_agrees(tmp_path, cache):
              "DataLoader.Train.transforms.0.RandomResizedCrop.scale=[0.9, 1.0]",
              f"DataLoader.Train.dataset.cache_dir={cache}", f"DataLoader.Eval.dataset.cache_dir={cache}",
              "DataLoader.Train.dataset.image_size=32", "DataLoader.Eval.dataset.image_size=32",
-             "DataLoader.Train.transforms.0.RandomResizedCrop.size=32"]
+             "DataLoader.Train.transforms.0.RandomResizedCrop.size=32",
+             "DataLoader.Eval.transforms.0.Resize.size=36", "DataLoader.Eval.transforms.1.CenterCrop.size=32"]
     demo = os.path.join(ROOT, "configs", "demo.yaml")
     r = ok(run_tool(TRAIN, demo, *small))
     best = read_states(out / "best_model")

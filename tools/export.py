@@ -7,7 +7,9 @@ r"""Export a trained model for Paddle Inference and Paddle Lite (and ONNX).
 Writes DIR/inference.json + inference.pdiparams (Paddle Inference), DIR/lite/inference.pdmodel +
 inference.pdiparams (for Lite's opt), labels.txt, export_meta.json; with --lite,
 DIR/lite/<model>_<target>.nb, the x86 one checked against Paddle Inference (max abs diff <= 1e-4,
-same top-1); with --onnx, DIR/inference.onnx checked against onnxruntime (<= 1e-5).
+same top-1); with --onnx, DIR/inference.onnx checked against onnxruntime (<= 1e-5); with --int8,
+DIR/inference_int8.onnx too: INT8 post-training quantization calibrated on 128 DataLoader.Train
+images (--calibration-images N, >= 100), run it with tools/infer.py --int8.
 """
 import os
 import sys

@@ -5,8 +5,10 @@
   python tools/infer.py -c configs/demo.yaml --backend dygraph --checkpoint output/demo/best_model --input list.txt
   python tools/infer.py -c configs/demo.yaml --backend lite --input photos/       # the x86 .nb
 
-Backends: dygraph (config + checkpoint), paddle (Paddle Inference on the export, oneDNN),
-lite (the export's x86 .nb in Paddle Lite's runtime), onnx (onnxruntime). All use the config's
+Backends: auto (the default: onnx when onnxruntime is installed and the export has
+inference.onnx, else paddle - the faster CPU path, see docs/benchmarks.md), dygraph (config +
+checkpoint), paddle (Paddle Inference on the export, oneDNN), lite (the export's x86 .nb in Paddle
+Lite's runtime), onnx (onnxruntime; --int8 runs the export's inference_int8.onnx). All use the config's
 eval preprocessing (Infer.transforms, else DataLoader.Eval.transforms), or without -c the one
 recorded in the export's export_meta.json.
 """

@@ -1,5 +1,6 @@
 """The one exception of the data pipeline."""
+from ..errors import PPMobileNetError
 
 
-class DataError(ValueError):
+class DataError(ValueError, PPMobileNetError):
     """Bad data on disk: the message names the file, and the list file:line that points at it."""

@@ -4,6 +4,8 @@ List file: one sample a line, `relative/path label` (label an int in [0, class_n
 label file: `id name` per line (`0 tench, Tinca tinca`). In both, blank lines and lines starting
 with `#` are ignored. Every parse error is a DataError naming file:line.
 """
+import itertools
+
 from .errors import DataError
 
 
@@ -58,9 +60,11 @@ def parse_label_file(path, class_num=None):
         names[idx] = parts[1].strip() if len(parts) > 1 else str(idx)
     if not names:
         raise DataError(f"label file {path} has no classes")
-    missing = sorted(set(range(max(names) + 1)) - set(names))
-    if missing:
-        raise DataError(f"label file {path} skips class ids {missing[:10]}")
+    if max(names) + 1 != len(names):       # ids are distinct and >= 0: some are skipped
+        # the first ten gaps, lazily: a set of all ids up to the max, for "0 a\n999999999 b",
+        # would take a billion entries
+        missing = list(itertools.islice((i for i in range(max(names)) if i not in names), 10))
+        raise DataError(f"label file {path} skips class ids {missing}")
     if class_num is not None and len(names) != class_num:
         raise DataError(f"label file {path} names {len(names)} classes but Arch.class_num is {class_num}")
     return [names[i] for i in range(len(names))]

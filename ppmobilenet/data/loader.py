@@ -24,8 +24,10 @@ persistent workers: workers copy the dataset, epoch included, when an iteration 
 `len(loader)` is the number of batches in the full epoch; `loader.next_batch` is the sampler
 position after the last batch yielded (start_batch + batches pulled), for checkpoints.
 """
+import functools
 import json
 import logging
+import re
 import traceback
 
 import numpy as np
@@ -96,6 +98,7 @@ class ReportingDataLoader(paddle.io.DataLoader):
 
     def __init__(self, dataset, batch_sampler, num_workers=0, use_shared_memory=True, mode="Train",
                  **kwargs):
+        kwargs["worker_init_fn"] = functools.partial(_worker_init, kwargs.get("worker_init_fn"))
         super().__init__(_GuardedDataset(dataset), batch_sampler=batch_sampler,
                          collate_fn=collate_with_failures, num_workers=num_workers,
                          use_shared_memory=use_shared_memory, return_list=True, **kwargs)
@@ -111,7 +114,10 @@ class ReportingDataLoader(paddle.io.DataLoader):
         self.next_batch = start_batch
 
     def __iter__(self):
-        return self._batches(super().__iter__())
+        it = super().__iter__()
+        if self.num_workers > 0:
+            _watch_workers(self.mode)
+        return self._batches(it)
 
     @staticmethod
     def _shutdown(it):
@@ -131,11 +137,28 @@ class ReportingDataLoader(paddle.io.DataLoader):
                     f"and have them reported at the end of the epoch)")
         raise DataError(rec["reason"] + hint)
 
+    def _next(self, it):
+        """next(it), with a worker process that died (OOM killer, a crash in native code) turned
+        into a DataError that says so; paddle reports it as "Blocking queue is killed"."""
+        try:
+            return next(it)
+        except StopIteration:
+            raise
+        except Exception as e:  # noqa: BLE001 -- re-raised unless a worker is found dead
+            dead = _dead_workers(it)
+            if not dead:
+                raise
+            raise DataError(_worker_died(self.mode, "; ".join(dead))) from None
+
     def _batches(self, it):
         self.next_batch = self.batch_sampler.start_batch
         new_bad, seen = [], 0
         try:
-            for images, labels, report in it:
+            while True:
+                try:
+                    images, labels, report = self._next(it)
+                except StopIteration:
+                    break
                 report = json.loads(report)
                 self.next_batch += 1
                 for rec in report["bad"]:
@@ -158,6 +181,95 @@ class ReportingDataLoader(paddle.io.DataLoader):
             if seen == 0:
                 raise DataError(f"DataLoader.{self.mode}: every sample of this pass failed to load; "
                                 f"first: {new_bad[0]['reason']}")
+
+
+# A worker that cannot hand a batch over exits with this code (see _worker_init).
+HANDOFF_EXIT = 75
+
+
+def _worker_init(user_fn, worker_id):
+    """In each worker: a batch that cannot be sent to the main process (its shared memory file
+    cannot be sized: /dev/shm full, a file-size limit, too many open files) is dropped by
+    multiprocessing's queue thread with a printed traceback, and the main process then waits
+    for it for ever while the worker lives on. End the worker instead: the main process sees a
+    dead worker and raises a DataError that says why."""
+    import multiprocessing.queues
+    multiprocessing.queues.Queue._on_queue_feeder_error = staticmethod(_handoff_failed)
+    if user_fn is not None:
+        user_fn(worker_id)
+
+
+def _handoff_failed(e, obj):
+    import os
+    import sys
+    print(f"ppmobilenet data loader worker {os.getpid()}: cannot hand a batch to the main "
+          f"process: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+          file=sys.stderr, flush=True)
+    os._exit(HANDOFF_EXIT)
+
+
+_watched = {"mode": "Train", "installed": False}
+
+
+def _watch_workers(mode):
+    """Paddle's SIGCHLD handler raises SystemError("DataLoader process (pid N) exited is killed
+    by signal: Killed") wherever the main thread happens to be (in the middle of a training
+    step, say). Wrap it once so that the error is a DataError that says what to do."""
+    import signal
+    import threading
+    _watched["mode"] = mode
+    if _watched["installed"] or threading.current_thread() is not threading.main_thread():
+        return
+    paddle_handler = signal.getsignal(signal.SIGCHLD)
+    if not callable(paddle_handler):
+        return
+
+    def handler(signum, frame):
+        try:
+            paddle_handler(signum, frame)
+        except SystemError as e:
+            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            if "DataLoader process" not in text:
+                raise
+            text = text.replace("(Fatal) ", "").split(" (at /")[0].rstrip(". ")
+            raise DataError(_worker_died(_watched["mode"], text)) from None
+
+    signal.signal(signal.SIGCHLD, handler)
+    _watched["installed"] = True
+
+
+def _worker_died(mode, what):
+    if re.search(rf"code {HANDOFF_EXIT}\b", what):
+        return (f"DataLoader.{mode}: a data loader worker process could not hand a batch to the "
+                f"main process and stopped ({what}): shared memory (/dev/shm) full, a file-size "
+                f"limit or too many open files; free space or set DataLoader.{mode}.loader."
+                f"use_shared_memory=false")
+    return (f"DataLoader.{mode}: a data loader worker process died: {what}. If the system ran "
+            f"out of memory (see `dmesg`), lower DataLoader.{mode}.loader.num_workers, or set it "
+            f"to 0 to read in the main process")
+
+
+def _dead_workers(it):
+    """'pid N killed by SIGKILL' for each worker process of a paddle iterator that ended badly."""
+    import signal
+    out = []
+    for w in getattr(it, "_workers", None) or []:
+        try:
+            w.is_alive()                   # polls the process: sets exitcode when it is gone
+            code = w.exitcode
+        except (ValueError, AssertionError, OSError):
+            continue
+        if code is None or code == 0:
+            continue
+        if code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
+        out.append(f"pid {w.pid} {how}")
+    return out
 
 
 def pop_bad_samples(loader):

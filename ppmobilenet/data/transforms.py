@@ -14,6 +14,7 @@ import threading
 
 import numpy as np
 
+from ..errors import short_repr
 from .errors import DataError
 
 
@@ -37,7 +38,7 @@ def check_transform(item):
     """Validate one `{Name: kwargs}` entry and return (name, kwargs); TransformSpecError if bad."""
     if not isinstance(item, dict) or len(item) != 1:
         raise TransformSpecError(f"each transform must be a single-key mapping like "
-                                 f"{{Resize: {{size: 256}}}}, got {item!r}")
+                                 f"{{Resize: {{size: 256}}}}, got {short_repr(item)}")
     (name, kwargs), = item.items()
     ops = available_transforms()
     if name == "Compose":
@@ -49,19 +50,19 @@ def check_transform(item):
     if kwargs is None:
         kwargs = {}
     if not isinstance(kwargs, dict):
-        raise TransformSpecError(f"arguments must be a mapping of keyword arguments, got {kwargs!r}", op=name)
+        raise TransformSpecError(f"arguments must be a mapping of keyword arguments, got {short_repr(kwargs)}", op=name)
     cls = ops[name]
     params = [p for p in inspect.signature(cls).parameters if p not in ("self",)]
     try:
         inspect.signature(cls).bind(**kwargs)
     except TypeError as e:
-        raise TransformSpecError(f"bad arguments {kwargs}: {e}; it accepts: {', '.join(params)}",
+        raise TransformSpecError(f"bad arguments {short_repr(kwargs)}: {e}; it accepts: {', '.join(params)}",
                                  op=name) from None
     try:
         cls(**kwargs)                      # constructors assert on bad values (sizes, ranges)
     except Exception as e:                 # noqa: BLE001 -- any constructor failure is a config error
         detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        raise TransformSpecError(f"bad arguments {kwargs}: paddle.vision.transforms.{name} rejects them "
+        raise TransformSpecError(f"bad arguments {short_repr(kwargs)}: paddle.vision.transforms.{name} rejects them "
                                  f"({detail})", op=name) from None
     return name, dict(kwargs)
 

@@ -65,6 +65,12 @@ def export_main(doc, argv=None):
                    help="opt's weight-only quantisation of the arm .nb (about 3x smaller; not checkable here)")
     p.add_argument("--onnx", action="store_true", default=None,
                    help="also write inference.onnx (paddle2onnx) and check it [Export.onnx]")
+    p.add_argument("--int8", action="store_true", default=None,
+                   help="also write inference_int8.onnx: INT8 post-training quantization "
+                        "calibrated on DataLoader.Train images (implies --onnx) [Export.int8]")
+    p.add_argument("--calibration-images", type=int, default=None, metavar="N",
+                   help="training images for the INT8 calibration, >= 100 "
+                        "[Export.int8_calibration_images, 128]")
     args = p.parse_args(argv)
 
     def body(a):
@@ -72,7 +78,7 @@ def export_main(doc, argv=None):
         from .export import export_model
         cfg = load_config(a.config, a.override)
         export_model(cfg, lite_targets=a.lite, lite_python=a.lite_python, onnx=a.onnx,
-                     quant_type=a.quant_type)
+                     quant_type=a.quant_type, int8=a.int8, calibration_images=a.calibration_images)
     return _run(body, args)
 
 
@@ -91,10 +97,14 @@ def _labels_for(a, cfg, export_dir, class_num):
 
 def infer_main(doc, argv=None):
     _threads_first()
-    from .predictors import BACKENDS
+    from .predictors import BACKENDS, DEFAULT_BACKEND
     p = _config_args(argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter), required=False)
-    p.add_argument("--backend", default="paddle", choices=BACKENDS)
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                   help="auto: onnx when onnxruntime is installed and the export has "
+                        "inference.onnx (the faster CPU path), else paddle [auto]")
+    p.add_argument("--int8", action="store_true",
+                   help="run the export's inference_int8.onnx (tools/export.py --int8) with onnxruntime")
     p.add_argument("--input", help="image file, folder or list file [Infer.infer_imgs]")
     p.add_argument("--model-dir", help="export folder [Global.save_inference_dir]")
     p.add_argument("--checkpoint", help="weights for --backend dygraph [Global.pretrained_model]")
@@ -138,16 +148,27 @@ def infer_main(doc, argv=None):
         class_num = cfg["Arch"]["class_num"] if cfg else meta["model"]["class_num"]
         labels = _labels_for(a, cfg, export_dir if meta else None, class_num)
         threads = a.threads or int(os.environ.get("OMP_NUM_THREADS") or 1)
-        predictor = create_predictor(a.backend, export_dir=export_dir, cfg=cfg,
+        backend, onnx_file = a.backend, a.onnx_file
+        if a.int8:
+            from .int8 import INT8_FILE
+            if backend not in ("auto", "onnx"):
+                raise DeployError(f"--int8 runs on onnxruntime; it cannot go with --backend {backend}")
+            backend, onnx_file = "onnx", onnx_file or os.path.join(export_dir, INT8_FILE)
+            if not os.path.isfile(onnx_file):
+                raise DeployError(f"{onnx_file}: not found (export with tools/export.py --int8)")
+        predictor = create_predictor(backend, export_dir=export_dir, cfg=cfg,
                                      checkpoint=a.checkpoint, threads=threads,
-                                     lite_python=a.lite_python, nb=a.nb, onnx_file=a.onnx_file)
+                                     lite_python=a.lite_python, nb=a.nb, onnx_file=onnx_file)
+        shown = predictor.backend + (" (auto)" if a.backend == "auto" else "") + \
+            (" int8" if a.int8 else "")
         results = classify(predictor, list_images(src), build_preprocess(ops),
                            batch_size=a.batch_size or infer.get("batch_size", 8),
                            topk=min(a.topk or infer.get("topk", 5), class_num), labels=labels)
         if a.json:
-            print(json.dumps({"backend": a.backend, "results": results}, indent=2))
+            print(json.dumps({"backend": predictor.backend, "requested": a.backend,
+                              "int8": bool(a.int8), "results": results}, indent=2))
         else:
-            print(format_table(results, a.backend))
+            print(format_table(results, shown))
     return _run(body, args)
 
 

@@ -1,7 +1,8 @@
 """The one error type of the deploy package: every message names the file, key or tensor at fault."""
+from ..errors import PPMobileNetError
 
 
-class DeployError(RuntimeError):
+class DeployError(RuntimeError, PPMobileNetError):
     """Export, conversion, check or prediction failed for a reason the user can act on."""
 
 

@@ -2,7 +2,8 @@
   DIR/inference.json + inference.pdiparams          PIR program (Paddle Inference, paddle2onnx)
   DIR/lite/inference.pdmodel + inference.pdiparams  legacy ProgramDesc (Paddle Lite's opt reads only this)
   DIR/labels.txt, DIR/export_meta.json              labels and what a predictor needs without the config
-and optionally DIR/lite/<model>_<target>.nb (opt) and DIR/inference.onnx, each checked numerically.
+and optionally DIR/lite/<model>_<target>.nb (opt) and DIR/inference.onnx, each checked numerically,
+and DIR/inference_int8.onnx (INT8 post-training quantization calibrated on training images).
 """
 import glob
 import os
@@ -17,7 +18,7 @@ from .labels import label_file_from_config, read_labels, write_labels
 from .meta import LABEL_FILE, LEGACY_FILES, PIR_FILES, make_meta, write_meta
 
 EXPORT_DEFAULTS = {"softmax": True, "lite_targets": [], "lite_python": None, "onnx": False,
-                   "quant_type": None, "check": True}
+                   "quant_type": None, "check": True, "int8": False, "int8_calibration_images": 128}
 # The ops tools/lite_predict.py reimplements with Pillow + numpy.
 LITE_PREDICT_OPS = ("Resize", "CenterCrop", "ToTensor", "Normalize", "Transpose")
 EXPORT_TOL = 1e-4  # oneDNN vs dygraph: ~1e-5 relative seen on V2 logits
@@ -102,9 +103,10 @@ def _labels(cfg, class_num, label_file, log):
 
 def export_model(cfg, save_dir=None, model=None, weights=None, softmax=None, lite_targets=None,
                  lite_python=None, onnx=None, quant_type=None, check=None, label_file=None,
-                 log=print):
+                 int8=None, calibration_images=None, log=print):
     """-> report dict. cfg: the loaded config (plain dicts). Arguments override the Export
-    section; weights default to Global.pretrained_model."""
+    section; weights default to Global.pretrained_model. int8 (implies onnx): also write
+    inference_int8.onnx, calibrated on `calibration_images` (>= 100) DataLoader.Train images."""
     from ppmobilenet.models import build_model_from_arch
     import paddle
 
@@ -122,7 +124,12 @@ def export_model(cfg, save_dir=None, model=None, weights=None, softmax=None, lit
     quant_type = quant_type or settings["quant_type"]
     from .lite import parse_targets
     targets = parse_targets(settings["lite_targets"] if lite_targets is None else lite_targets)
-    onnx = settings["onnx"] if onnx is None else onnx
+    int8 = settings["int8"] if int8 is None else int8
+    onnx = (settings["onnx"] if onnx is None else onnx) or bool(int8)
+    calibration = None
+    if int8:  # read the calibration images first: a bad data set fails before any file is written
+        from .int8 import calibration_images as read_calibration
+        calibration = read_calibration(cfg, calibration_images or settings["int8_calibration_images"])
     names = _labels(cfg, arch["class_num"], label_file, log)
 
     if model is None:
@@ -130,7 +137,7 @@ def export_model(cfg, save_dir=None, model=None, weights=None, softmax=None, lit
         weights = weights or g.get("pretrained_model")
         if weights:
             from .weights import load_weights
-            load_weights(model, weights)
+            load_weights(model, weights, own_dir=g.get("output_dir"), log=log)
             log(f"export: weights from {weights}")
         else:
             log("export: warning: no Global.pretrained_model - exporting freshly initialised weights")
@@ -153,7 +160,8 @@ def export_model(cfg, save_dir=None, model=None, weights=None, softmax=None, lit
             log(rep["line"])
             report["checks"].append(rep)
         stale = glob.glob(os.path.join(save_dir, "lite", "*.nb")) + \
-            glob.glob(os.path.join(save_dir, "inference.onnx"))
+            glob.glob(os.path.join(save_dir, "inference.onnx")) + \
+            glob.glob(os.path.join(save_dir, "inference_int8.onnx"))
         for path in stale:  # from an earlier export to this folder; they no longer match
             os.remove(path)
             log(f"export: removed stale {path}")
@@ -190,7 +198,39 @@ def export_model(cfg, save_dir=None, model=None, weights=None, softmax=None, lit
             except CheckFailed as e:
                 _drop(save_dir, "onnx", [report["onnx"]])
                 raise CheckFailed(f"{e}\nremoved {report['onnx']}") from None
+    if int8:
+        report["int8"] = _int8(save_dir, report["onnx"], calibration, sample, log)
     return report
+
+
+def _int8(save_dir, onnx_file, calibration, sample, log):
+    """Quantize, record in export_meta.json, and compare with the fp32 ONNX model on the check
+    batch. Probabilities move with the rounding, so this reports rather than fails, except on
+    outputs that are not finite."""
+    from .int8 import quantize_onnx
+    from .meta import read_meta
+    from .predictors import OnnxPredictor
+    path = quantize_onnx(onnx_file, calibration, log=log)
+    ref = OnnxPredictor(onnx_file).predict(sample)
+    got = OnnxPredictor(path).predict(sample)
+    if not np.isfinite(got).all():
+        _drop_int8(save_dir, path)
+        raise CheckFailed(f"INT8 model {path}: non-finite outputs on the check batch; removed it")
+    diff = float(np.abs(got - ref).max())
+    agree = int((got.argmax(1) == ref.argmax(1)).sum())
+    log(f"INT8 ONNX Runtime vs fp32 ONNX Runtime: max abs diff {diff:.3g}, top-1 agrees on "
+        f"{agree}/{len(ref)} (the check batch is mostly noise; tools/benchmark.py measures accuracy "
+        f"on real images)")
+    meta = read_meta(save_dir)
+    meta["int8"] = {"file": os.path.basename(path), "calibration_images": int(len(calibration)),
+                    "scheme": "QDQ, int8 weights per channel, uint8 activations (min/max)"}
+    write_meta(save_dir, meta)
+    return {"file": path, "max_abs_diff": diff, "top1_agree": agree, "samples": int(len(ref))}
+
+
+def _drop_int8(save_dir, path):
+    if os.path.exists(path):
+        os.remove(path)
 
 
 def _drop(save_dir, key, paths):

@@ -27,6 +27,7 @@ def make_meta(arch, image_shape, softmax, ops, labels, paddle_version):
         "paddle_version": paddle_version,
         "lite": {},
         "onnx": None,
+        "int8": None,
     }
 
 

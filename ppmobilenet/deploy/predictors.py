@@ -5,6 +5,9 @@ dygraph   config Arch + checkpoint      this process (paddle.nn)
 paddle    export dir inference.json     Paddle Inference (oneDNN on CPU)
 lite      export dir lite/*_x86.nb      Paddle Lite, in the Lite interpreter (subprocess)
 onnx      export dir inference.onnx     onnxruntime
+auto      export dir                    onnx when onnxruntime is installed and the export has
+                                        inference.onnx, else paddle: the fastest CPU path
+                                        (tools/benchmark.py; docs/benchmarks.md says why)
 """
 import os
 
@@ -13,8 +16,29 @@ import numpy as np
 from .errors import DeployError
 from .meta import PIR_FILES, read_meta, require_files
 
-BACKENDS = ("dygraph", "paddle", "lite", "onnx")
+BACKENDS = ("auto", "dygraph", "paddle", "lite", "onnx")
+DEFAULT_BACKEND = "auto"  # tools/infer.py's --backend default
 ONNX_FILE = "inference.onnx"
+
+
+def _keep_freed_memory():
+    """Paddle frees every activation after each run and glibc hands large blocks back to the
+    kernel, so the next run faults them in again (6,900 page faults a batch of 8 at 224x224);
+    keeping them is 13% faster there (docs/benchmarks.md)."""
+    from ppmobilenet.bench.cpu_tuning import keep_freed_memory
+    keep_freed_memory()
+
+
+def resolve_backend(backend, export_dir=None, onnx_file=None):
+    """"auto" -> "onnx" or "paddle"; any other name unchanged. ONNX Runtime runs MobileNet
+    1.3-1.5x faster than Paddle Inference on the CPUs measured, so it wins where it can run."""
+    if backend != "auto":
+        return backend
+    from importlib.util import find_spec
+    onnx_file = onnx_file or (os.path.join(export_dir, ONNX_FILE) if export_dir else None)
+    if onnx_file and os.path.isfile(onnx_file) and find_spec("onnxruntime") is not None:
+        return "onnx"
+    return "paddle"
 
 
 class Predictor:
@@ -31,6 +55,7 @@ class PaddlePredictor(Predictor):
     backend = "paddle"
 
     def __init__(self, export_dir, threads=None, use_onednn=True, legacy=False):
+        _keep_freed_memory()
         from paddle import inference
         files = (("lite/inference.pdmodel", "lite/inference.pdiparams") if legacy else PIR_FILES)
         require_files(export_dir, files)
@@ -103,6 +128,7 @@ class DygraphPredictor(Predictor):
     backend = "dygraph"
 
     def __init__(self, cfg, checkpoint=None, softmax=None):
+        _keep_freed_memory()
         import paddle
         from ppmobilenet.models import build_model_from_arch
         from .weights import load_weights
@@ -111,7 +137,7 @@ class DygraphPredictor(Predictor):
         if not path:
             raise DeployError("backend dygraph needs weights: pass --checkpoint or set "
                               "Global.pretrained_model")
-        load_weights(self.model, path)
+        load_weights(self.model, path, own_dir=(cfg.get("Global") or {}).get("output_dir"))
         self.model.eval()
         if softmax is None:
             softmax = (cfg.get("Export") or {}).get("softmax", True)
@@ -141,6 +167,12 @@ def create_predictor(backend, export_dir=None, cfg=None, checkpoint=None, thread
                      lite_python=None, nb=None, onnx_file=None):
     if backend not in BACKENDS:
         raise DeployError(f"backend {backend!r}: choose from {', '.join(BACKENDS)}")
+    if backend == "auto":
+        if not export_dir:
+            raise DeployError("backend auto needs an export folder (--model-dir or "
+                              "Global.save_inference_dir)")
+        require_files(export_dir, PIR_FILES)  # a damaged export is reported, whichever runs
+        backend = resolve_backend("auto", export_dir, onnx_file)
     if backend == "dygraph":
         if cfg is None:
             raise DeployError("backend dygraph needs a config (-c) for Arch")

@@ -10,6 +10,7 @@ import glob
 import hashlib
 import os
 import random
+import re
 import time
 
 import numpy as np
@@ -391,8 +392,9 @@ class Trainer:
                 f"{self.best_metric:.4f} at epoch {self.best_epoch}"
             log.info(f"done in {datetime.timedelta(seconds=int(elapsed))} ({steps_this_run} "
                      f"steps this run); best eval top-1 {best}")
-            sets = sorted(os.path.basename(p)[:-len(".pdparams")]
-                          for p in glob.glob(os.path.join(glob.escape(self.out), "*.pdparams")))
+            sets = sorted((os.path.basename(p)[:-len(".pdparams")]
+                           for p in glob.glob(os.path.join(glob.escape(self.out), "*.pdparams"))),
+                          key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
             log.info(f"checkpoints in {self.out}: {', '.join(sets) or 'none'} "
                      f"(.pdparams/.pdopt/.pdstates); log: {os.path.join(self.out, 'train.log')}")
             if vdl_dir:

@@ -6,18 +6,20 @@ Three naming schemes are recognised (see docs/migration.md):
 - "mobilenet_v1": the released MobileNetV1 names conv1_weights ... fc7_offset;
 - "mobilenet_v2": the released MobileNetV2 names conv1_1_weights ... fc10_offset.
 """
+import math
 import os
 import re
 import struct
 
 import numpy as np
 
+from ..errors import PPMobileNetError
 from .blocks import ConvBNLayer
 from .mobilenet_v1 import MobileNetV1
 from .mobilenet_v2 import BOTTLENECKS, MobileNetV2
 
 
-class FluidParamsError(ValueError):
+class FluidParamsError(ValueError, PPMobileNetError):
     """A fluid weight file or directory that cannot be loaded; the message names what is wrong."""
 
 
@@ -74,8 +76,11 @@ def _parse_tensor_desc(desc, path):
 
 def read_fluid_tensor(path):
     """Read one file written by fluid's save_vars / save_persistables into a numpy array."""
-    with open(path, "rb") as f:
-        buf = f.read()
+    try:
+        with open(path, "rb") as f:
+            buf = f.read()
+    except OSError as e:
+        raise FluidParamsError(f"cannot read {path}: {e.strerror or e}") from None
 
     def take(fmt, pos):
         size = struct.calcsize(fmt)
@@ -101,13 +106,16 @@ def read_fluid_tensor(path):
                                f"(description of {desc_size} bytes)")
     dtype, dims = _parse_tensor_desc(buf[pos:pos + desc_size], path)
     pos += desc_size
-    count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+    count = math.prod(dims)                # Python ints: np.prod wraps around on huge shapes
     expected = pos + count * dtype.itemsize
     if len(buf) != expected:
         what = "truncated" if len(buf) < expected else "has trailing bytes"
         raise FluidParamsError(f"{path}: {what}: shape {dims} of {dtype} needs {expected} bytes, "
                                f"the file has {len(buf)}")
-    return np.frombuffer(buf, dtype=dtype, count=count, offset=pos).reshape(dims).copy()
+    try:
+        return np.frombuffer(buf, dtype=dtype, count=count, offset=pos).reshape(dims).copy()
+    except ValueError as e:                # an empty tensor with an impossible shape
+        raise FluidParamsError(f"{path}: not a fluid tensor file (shape {dims}: {e})") from None
 
 
 def _read_directory(directory):

@@ -1,0 +1,50 @@
+"""Do the engines compute the same thing? Outputs of every engine on the same real images,
+compared with a reference engine (probabilities: max abs diff; top-1 agreement)."""
+import numpy as np
+
+FP32_TOL = 1e-4   # probabilities; oneDNN / MLAS / Lite reorder float sums differently (~1e-6 seen)
+# INT8 vs fp32: rounding moves a sharp softmax by up to ~0.1 (seen on the trained demo model);
+# where fp32 is sure (top-2 margin > INT8_MARGIN) the INT8 model must pick the same class.
+# Its accuracy is measured on the whole validation split by the int8 section, not here.
+INT8_TOL = 0.25
+INT8_MARGIN = 0.2
+LOSS_RTOL = 1e-3  # first training losses of two engines started from the same weights
+# data parallel: BatchNorm normalizes each rank's slice with that slice's own statistics, so the
+# loss of the same weights on the same batch differs (5% seen with 4 images a rank, less with 16)
+DP_LOSS_RTOL = 0.1
+
+
+def compare_outputs(outputs, reference):
+    """outputs: {engine: array [N, classes]} -> {engine: {max_abs_diff, top1_agree, tol, ok}}."""
+    ref = outputs[reference]
+    report = {}
+    for name, out in outputs.items():
+        tol = INT8_TOL if name.startswith("int8") else FP32_TOL
+        if out.shape != ref.shape:
+            report[name] = {"ok": False, "error": f"shape {list(out.shape)} vs {list(ref.shape)}",
+                            "tol": tol}
+            continue
+        diff = float(np.abs(out - ref).max())
+        same = out.argmax(1) == ref.argmax(1)
+        ok = bool(np.isfinite(out).all() and diff <= tol)
+        report[name] = {"max_abs_diff": diff, "top1_agree": float(same.mean()), "tol": tol}
+        if name.startswith("int8"):
+            srt = np.sort(ref, axis=1)
+            sure = (srt[:, -1] - srt[:, -2]) > INT8_MARGIN
+            report[name]["sure_flips"] = int((sure & ~same).sum())
+            ok = ok and report[name]["sure_flips"] == 0
+        report[name]["ok"] = ok
+    return report
+
+
+def compare_losses(losses, reference):
+    """losses: {engine: [first training losses]} -> {engine: {max_rel_diff, ok}}."""
+    ref = np.asarray(losses[reference], dtype="float64")
+    report = {}
+    for name, l in losses.items():
+        l = np.asarray(l, dtype="float64")
+        rel = float(np.max(np.abs(l - ref) / np.maximum(np.abs(ref), 1e-12)))
+        tol = DP_LOSS_RTOL if name.endswith("+dp") else LOSS_RTOL
+        report[name] = {"losses": [float(v) for v in l], "max_rel_diff": rel, "tol": tol,
+                        "ok": bool(np.isfinite(l).all() and rel <= tol)}
+    return report

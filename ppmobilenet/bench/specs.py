@@ -1,0 +1,136 @@
+"""Which engines the benchmark runs, and how each worker process is started (spec + env)."""
+import os
+import sys
+
+# Paddle Inference variants, one knob each, for finding out where its time goes
+PADDLE_VARIANTS = {
+    "paddle-onednn": {"onednn": True},
+    # what `tools/infer.py --backend paddle` runs: glibc keeps freed blocks (see cpu_tuning)
+    "paddle-onednn-keepmem": {"onednn": True, "keep_memory": True},
+    "paddle-native": {"onednn": False},
+    "paddle-onednn-noir": {"onednn": True, "ir_optim": False},           # no IR passes
+    "paddle-onednn-legacy": {"onednn": True, "format": "legacy"},        # ProgramDesc, old executor
+    "paddle-onednn-memopt": {"onednn": True, "memory_optim": True},
+    "paddle-onednn-cache1": {"onednn": True, "cache_capacity": 1},       # oneDNN shape cache of 1
+    "paddle-onednn-mklavx2": {"onednn": True, "tune": True},             # MKL_DEBUG_CPU_TYPE=5
+    "paddle-native-mklavx2": {"onednn": False, "tune": True},
+    "paddle-openvino": {"openvino": True, "format": "legacy"},           # OpenVINO inside Paddle
+}
+INFERENCE_FAMILIES = ("dygraph", *PADDLE_VARIANTS, "onnxruntime", "int8-onnxruntime", "lite-x86",
+                      "default", "torch")
+DEFAULT_INFERENCE = ("dygraph", "paddle-onednn", "paddle-onednn-keepmem", "paddle-native",
+                     "paddle-openvino", "onnxruntime", "int8-onnxruntime", "lite-x86", "default",
+                     "torch")
+# training variants: what the project does now, then the proposed CPU settings one by one
+_TUNED = {"project_cpu": True, "tune_cpu": True, "keep_memory": True}
+TRAIN_VARIANTS = {
+    "paddle": {"kind": "train_paddle", "project_cpu": True},
+    "paddle+mkl-avx2": {"kind": "train_paddle", "project_cpu": True, "tune_cpu": True},
+    "paddle+mkl-avx2+keep-mem": dict(_TUNED, kind="train_paddle"),
+    "paddle+mkl-avx2+keep-mem+dp": dict(_TUNED, kind="train_paddle_dp", procs="cores"),
+    # FLAGS_use_mkldnn in dygraph: no oneDNN kernel runs (ONEDNN_VERBOSE prints none in 3.3.1)
+    "paddle+mkl-avx2+keep-mem+onednn-flag": dict(_TUNED, kind="train_paddle",
+                                                 options={"onednn": True}),
+    "torch": {"kind": "train_torch"},
+    "torch+keep-mem": {"kind": "train_torch", "keep_memory": True},
+}
+DEFAULT_TRAIN = ("paddle", "paddle+mkl-avx2", "paddle+mkl-avx2+keep-mem",
+                 "paddle+mkl-avx2+keep-mem+dp", "torch")
+
+
+def cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def thread_counts():
+    """1 and all cores: a phone-like single thread and the whole machine."""
+    return sorted({1, cores()})
+
+
+def have(module):
+    from importlib.util import find_spec
+    return find_spec(module) is not None
+
+
+def inference_engines(families, prepared, arch, work_dir, inputs, lite_python=None, threads=None):
+    """-> ([(name, spec, python, env)], {name: why skipped}) for one prepared model.
+    threads: the thread counts of the Paddle Inference / ONNX Runtime rows [1 and all cores]."""
+    engines, skipped = [], {}
+    counts = list(threads or thread_counts())
+    base = {"inputs": inputs, "work_dir": work_dir, "arch": arch, "softmax": True}
+    all_cores = cores()
+
+    def add(name, spec, threads, python=None, env=None):
+        e = {"OMP_NUM_THREADS": threads}
+        e.update(env or {})
+        engines.append((name, dict(base, threads=threads, **spec), python or sys.executable, e))
+
+    for fam in families:
+        if fam == "dygraph":
+            add(f"dygraph-{all_cores}t", {"kind": "dygraph", "weights": prepared["pdparams"],
+                                          "project_cpu": True}, all_cores)
+        elif fam in PADDLE_VARIANTS:
+            opts = dict(PADDLE_VARIANTS[fam])
+            tune = opts.pop("tune", False)
+            keep = opts.pop("keep_memory", False)
+            for t in counts:
+                add(f"{fam}-{t}t", {"kind": "paddle", "export_dir": prepared["export_dir"],
+                                    "options": opts, "project_cpu": True, "tune_cpu": tune,
+                                    "keep_memory": keep}, t)
+        elif fam in ("onnxruntime", "int8-onnxruntime"):
+            f = prepared.get("onnx") if fam == "onnxruntime" else prepared.get("int8")
+            if not f:
+                skipped[fam] = "; ".join(prepared["notes"]) or "no ONNX model"
+                continue
+            for t in counts:
+                add(f"{fam}-{t}t", {"kind": "onnx", "onnx_file": f}, t)
+        elif fam == "lite-x86":
+            if not prepared.get("nb"):
+                skipped[fam] = "; ".join(n for n in prepared["notes"] if n.startswith("lite")) \
+                    or "no x86 .nb"
+                continue
+            # Lite's x86 runtime has no thread setting in its Python API: it runs one thread
+            add("lite-x86-1t", {"kind": "lite", "nb": prepared["nb"]}, 1,
+                python=lite_python)
+        elif fam == "default":
+            # OMP_NUM_THREADS is left to the project's own start-up code, as tools/infer.py does
+            engines.append(("default", dict(base, kind="default", export_dir=prepared["export_dir"],
+                                            project_cpu=True), sys.executable, {}))
+        elif fam == "torch":
+            if not have("torch"):
+                skipped[fam] = "PyTorch is not installed (pip install 'ppmobilenet[bench]')"
+                continue
+            add(f"torch-eager-{all_cores}t", {"kind": "torch", "weights_npz": prepared["npz"]},
+                all_cores)
+        else:
+            raise ValueError(f"--engines: unknown engine {fam!r}; choose from "
+                             f"{', '.join(INFERENCE_FAMILIES)}")
+    return engines, skipped
+
+
+def train_engines(variants, arch, size, weights, threads=None):
+    """-> ([(name, spec, python, env)], {name: why skipped})."""
+    engines, skipped = [], {}
+    threads = threads or cores()
+    for v in variants:
+        if v not in TRAIN_VARIANTS:
+            raise ValueError(f"--train-engines: unknown {v!r}; choose from {', '.join(TRAIN_VARIANTS)}")
+        spec = dict(TRAIN_VARIANTS[v], arch=arch, image_shape=[3, size, size], threads=threads,
+                    work_dir=os.path.dirname(weights))
+        if spec.get("procs") == "cores":
+            spec["procs"] = threads
+            if threads < 2:
+                skipped[v] = "data parallel needs at least 2 cores"
+                continue
+        if spec["kind"] == "train_torch":
+            if not have("torch"):
+                skipped[v] = "PyTorch is not installed (pip install 'ppmobilenet[bench]')"
+                continue
+            spec["weights_npz"] = weights + ".npz"
+        else:
+            spec["weights"] = weights + ".pdparams"
+        engines.append((v, spec, sys.executable, {"OMP_NUM_THREADS": threads}))
+    return engines, skipped

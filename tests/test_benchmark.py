@@ -1,0 +1,262 @@
+"""tools/benchmark.py and the INT8 export: every engine gives numbers and the engines agree
+(`--quick`, a real subprocess, as CI runs it); the parts it relies on checked one by one: the
+worker protocol and its errors, output / loss agreement, the PyTorch peer computing Paddle's
+numbers, Lite's weight-rounding emulation, and `tools/export.py --int8` + `tools/infer.py --int8`.
+No timing is asserted anywhere: numbers belong in docs/benchmarks.md."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from deploy_helpers import EVAL_TRANSFORMS, make_weights, o_args, onnx_or_skip, run_tool
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _have(module):
+    from importlib.util import find_spec
+    return find_spec(module) is not None
+
+
+def torch_or_skip():
+    if not _have("torch"):
+        if os.environ.get("PPMOBILENET_REQUIRE_TORCH") == "1":
+            pytest.fail("PPMOBILENET_REQUIRE_TORCH=1 but torch is not installed")
+        pytest.skip("PyTorch is not installed (pip install 'ppmobilenet[bench]')")
+
+
+# ---------------------------------------------------------------- the CI run
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("bench"))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark.py"), "--quick",
+                        "--out", out], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    return {"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr, "results": results,
+            "out": out}
+
+
+@pytest.mark.slow
+def test_quick_every_engine_gives_numbers_and_they_agree(quick):
+    assert quick["rc"] == 0, quick["stdout"][-4000:] + quick["stderr"][-4000:]
+    res = quick["results"]
+    assert res["problems"] == []
+    [m] = res["inference"]
+    expected = {"dygraph-%dt" % res["machine"]["cores_available"], "paddle-onednn-1t",
+                "paddle-native-1t", "default"}
+    if _have("onnxruntime"):
+        expected |= {"onnxruntime-1t", "int8-onnxruntime-1t"}
+    if os.environ.get("PPMOBILENET_REQUIRE_LITE") == "1" or "lite-x86" not in m["skipped"]:
+        expected.add("lite-x86-1t")
+    if _have("torch"):
+        expected.add("torch-eager-%dt" % res["machine"]["cores_available"])
+    assert expected <= set(m["engines"]), (sorted(expected - set(m["engines"])), m["skipped"])
+    for name, e in m["engines"].items():
+        for batch in ("1", "8"):
+            s = e["batches"][batch]
+            assert s["throughput"] > 0 and s["latency_ms"] > 0, (name, batch)
+        assert e["memory"]["peak_rss_mib"] > 0, name
+        a = m["agreement"][name]
+        assert a["ok"] and a["max_abs_diff"] <= a["tol"], (name, a)
+        if not name.startswith("int8"):
+            assert a["max_abs_diff"] <= 1e-4 and a["top1_agree"] == 1.0, (name, a)
+    # training: Paddle's variants and the PyTorch peer start from the same weights
+    [t] = res["training"]
+    assert {"paddle", "paddle+mkl-avx2+keep-mem"} <= set(t["engines"])
+    for name, a in t["agreement"].items():
+        assert a["ok"], (name, a)
+        assert t["engines"][name]["throughput"] > 0
+    if _have("torch"):
+        assert t["agreement"]["torch"]["max_rel_diff"] <= 1e-3
+    md = open(os.path.join(quick["out"], "results.md")).read()
+    assert "| paddle-onednn-1t | 1 |" in md and "cores available" in md
+
+
+# ---------------------------------------------------------------- pieces
+
+def test_agreement_catches_a_disagreeing_engine():
+    from ppmobilenet.bench.agreement import compare_losses, compare_outputs
+    rng = np.random.RandomState(0)
+    ref = rng.dirichlet(np.ones(10), size=4).astype("float32")
+    sure = np.full((2, 10), 0.0125, dtype="float32")
+    sure[:, 1], sure[:, 2] = 0.56, 0.35              # fp32 is sure: top-2 margin 0.21 > 0.2
+    flipped = sure.copy()
+    flipped[:, 1], flipped[:, 2] = 0.43, 0.48        # within INT8_TOL, but another class
+    rep = compare_outputs({"paddle-onednn-1t": ref, "onnxruntime-1t": ref + 1e-6,
+                           "lite-x86-1t": ref[:, ::-1].copy(), "int8-onnxruntime-1t": ref + 0.01,
+                           "bad": np.full_like(ref, np.nan)}, "paddle-onednn-1t")
+    assert rep["onnxruntime-1t"]["ok"] and rep["int8-onnxruntime-1t"]["ok"]
+    assert not rep["lite-x86-1t"]["ok"] and not rep["bad"]["ok"]
+    rep = compare_outputs({"ref": sure, "int8-a": sure - 0.05 * (sure > 0.5),
+                           "int8-b": flipped}, "ref")
+    assert rep["int8-a"]["ok"] and rep["int8-a"]["sure_flips"] == 0
+    assert rep["int8-b"]["max_abs_diff"] <= rep["int8-b"]["tol"] and not rep["int8-b"]["ok"]
+    losses = compare_losses({"paddle": [2.3, 2.1], "torch": [2.3, 2.1000001], "x": [2.3, 2.5],
+                             "y+dp": [2.35, 2.15]}, "paddle")
+    assert losses["torch"]["ok"] and not losses["x"]["ok"] and losses["y+dp"]["ok"]
+
+
+def test_checks_name_missing_numbers_and_failed_engines():
+    from ppmobilenet.bench.report import checks, goals
+    res = {"settings": {"batches": [1, 8]}, "inference": [{
+        "model": "m", "size": 64, "reference": "a", "skipped": {},
+        "errors": {"c": "engine c: loading: boom"},
+        "engines": {"a": {"batches": {"1": {"throughput": 10.0}, "8": {"throughput": 20.0}}},
+                    "default": {"batches": {"1": {"throughput": 12.0}}}},
+        "agreement": {"a": {"ok": True}, "default": {"ok": False, "max_abs_diff": 0.5, "tol": 1e-4}}}]}
+    problems = checks(res)
+    text = "\n".join(problems)
+    assert "engine c: loading: boom" in text
+    assert "engine default has no throughput at batch 8" in text
+    assert "engine default disagrees with a" in text
+    g = goals(res)
+    assert g["inference"] == []  # "a" is no ORT / Paddle Inference peer
+
+
+def test_worker_reports_a_broken_engine_by_name(tmp_path):
+    from ppmobilenet.bench.procs import BenchError, Worker
+    w = Worker("onnxruntime-1t", {"kind": "onnx", "onnx_file": str(tmp_path / "missing.onnx"),
+                                  "inputs": str(tmp_path / "none.npz"), "threads": 1},
+               log_dir=str(tmp_path))
+    with pytest.raises(BenchError, match="engine onnxruntime-1t: loading:"):
+        w.wait_ready()
+    w.kill()
+
+
+def test_worker_protocol_times_and_measures_memory(tmp_path):
+    onnx_or_skip()
+    from ppmobilenet.bench.models import export
+    from ppmobilenet.bench.procs import Worker
+    arch = {"name": "mobilenet_v1", "class_num": 10, "scale": 0.25, "head": "classic"}
+    p = export("t", arch, 32, str(tmp_path), lite=False, onnx=True, log=lambda m: None)
+    x = np.random.RandomState(0).standard_normal((3, 3, 32, 32)).astype("float32")
+    np.savez(tmp_path / "in.npz", x=x)
+    w = Worker("onnxruntime-1t", {"kind": "onnx", "onnx_file": p["onnx"], "threads": 1,
+                                  "inputs": str(tmp_path / "in.npz")}, log_dir=str(tmp_path))
+    try:
+        assert w.wait_ready()["ready"]
+        w.call("prepare", batch=5, warmup=1)  # more than the 3 images: tiled
+        t = w.call("time", n=3)
+        assert len(t["wall"]) == 3 and all(v > 0 for v in t["wall"])
+        w.call("outputs", path=str(tmp_path / "o.npy"))
+        out = np.load(tmp_path / "o.npy")
+        assert out.shape == (3, 10) and np.allclose(out.sum(1), 1.0, atol=1e-5)
+    finally:
+        mem = w.close()
+    assert mem["maxrss_kb"] > mem["base_rss_kb"] > 0
+
+
+def test_torch_peer_is_the_same_network(tmp_path):
+    """Paddle's weights loaded into the PyTorch peer give Paddle's outputs (eval mode): the
+    training comparison is between the same architecture, not a look-alike."""
+    torch_or_skip()
+    import paddle
+    import torch
+    sys.path.insert(0, os.path.join(ROOT, "ppmobilenet", "bench"))
+    from torch_peer import build_torch_model, load_paddle_state
+    from ppmobilenet.models import build_model_from_arch
+    x = np.random.RandomState(1).standard_normal((2, 3, 64, 64)).astype("float32")
+    for arch in ({"name": "mobilenet_v1", "class_num": 7, "scale": 0.25, "head": "classic"},
+                 {"name": "mobilenet_v1", "class_num": 7, "scale": 0.25, "head": "demo"},
+                 {"name": "mobilenet_v2", "class_num": 7, "scale": 0.5}):
+        paddle.seed(0)
+        pm = build_model_from_arch(arch)
+        pm.eval()
+        state = {k: v.numpy() for k, v in pm.state_dict().items()}
+        tm = load_paddle_state(build_torch_model(arch), state).eval()
+        with torch.no_grad():
+            got = tm(torch.from_numpy(x)).numpy()
+        ref = pm(paddle.to_tensor(x)).numpy()
+        assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max()), arch
+        n_paddle = sum(int(np.prod(p.shape)) for p in pm.parameters() if p.trainable)
+        assert n_paddle == sum(p.numel() for p in tm.parameters()), arch
+
+
+def test_lite_weight_rounding_emulation():
+    from ppmobilenet.bench.int8 import fake_quant_weights
+    rng = np.random.RandomState(0)
+    conv = rng.standard_normal((8, 4, 3, 3)).astype("float32") * np.arange(1, 9).reshape(8, 1, 1, 1)
+    fc = rng.standard_normal((16, 5)).astype("float32")
+    bn = rng.standard_normal(8).astype("float32")
+    q = fake_quant_weights({"conv": conv, "fc": fc, "bn": bn})
+    assert np.array_equal(q["bn"], bn)
+    for w, axis_max in ((conv, np.abs(conv).reshape(8, -1).max(1).reshape(-1, 1, 1, 1)),
+                        (fc, np.abs(fc).max(0, keepdims=True))):
+        k = "conv" if w is conv else "fc"
+        step = axis_max / 127.0
+        assert (np.abs(q[k] - w) <= step / 2 + 1e-6).all()       # rounded to the channel's grid
+        assert len(np.unique(np.round(q[k] / step).astype(int))) <= 255
+
+
+def test_cpu_tuning_only_where_it_applies():
+    from ppmobilenet.bench.cpu_tuning import cpu_flags, cpu_vendor, keep_freed_memory, tune_cpu_env
+    env = {}
+    done = tune_cpu_env(env)
+    if cpu_vendor() == "AuthenticAMD" and "avx2" in cpu_flags():
+        assert env["MKL_DEBUG_CPU_TYPE"] == "5"
+    else:
+        assert "MKL_DEBUG_CPU_TYPE" not in env
+    assert env["OMP_NUM_THREADS"] == done["OMP_NUM_THREADS"]
+    user = {"MKL_DEBUG_CPU_TYPE": "4", "OMP_NUM_THREADS": "1"}
+    assert tune_cpu_env(user) == {} and user["MKL_DEBUG_CPU_TYPE"] == "4"  # never overridden
+    import platform
+    assert keep_freed_memory() == (sys.platform.startswith("linux")
+                                   and platform.libc_ver()[0] == "glibc")
+
+
+# ---------------------------------------------------------------- INT8 export
+
+@pytest.mark.slow
+def test_export_int8_and_infer_int8(tmp_path):
+    onnx_or_skip()
+    weights = make_weights(str(tmp_path / "w.pdparams"), scale=0.5, seed=1)
+    out = str(tmp_path / "inference")
+    ov = [EVAL_TRANSFORMS, f"Global.pretrained_model={weights}", f"Global.save_inference_dir={out}",
+          "Arch.scale=0.5"]
+    r = run_tool("export.py", "-c", "configs/demo.yaml", *o_args(ov), "--int8")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "128 calibration images" in r.stdout and "INT8 ONNX Runtime vs fp32" in r.stdout
+    meta = json.load(open(os.path.join(out, "export_meta.json")))
+    assert meta["int8"]["file"] == "inference_int8.onnx" and meta["int8"]["calibration_images"] == 128
+    assert meta["onnx"]["file"] == "inference.onnx"  # --int8 implies --onnx
+    q = os.path.join(out, "inference_int8.onnx")
+    assert os.path.getsize(q) < 0.5 * os.path.getsize(os.path.join(out, "inference.onnx"))
+    import onnx
+    ops = {n.op_type for n in onnx.load(q).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # the same real digits through fp32 and int8: same top-1 on (nearly) all
+    from ppmobilenet.data.demo import prepare_demo_digits
+    val = os.path.join(prepare_demo_digits()["root"], "val", "7")
+    runs = {}
+    for extra in ((), ("--int8",)):
+        r = run_tool("infer.py", "--model-dir", out, "--input", val, "--json", *extra)
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[extra] = json.loads(r.stdout)
+    assert runs[()]["backend"] == "onnx" and runs[()]["requested"] == "auto"
+    assert runs[("--int8",)]["int8"] is True
+    fp32, int8 = runs[()]["results"], runs[("--int8",)]["results"]
+    assert len(fp32) == len(int8) > 30
+    # fresh weights are unsure on real digits; where fp32 is sure (top-2 margin > 0.2), int8
+    # must pick the same class, and its scores move by rounding only
+    sure = [(a, b) for a, b in zip(fp32, int8) if a["topk"][0]["score"] - a["topk"][1]["score"] > 0.2]
+    assert len(sure) >= 10
+    for a, b in sure:
+        assert a["topk"][0]["class_id"] == b["topk"][0]["class_id"], (a, b)
+        assert abs(a["topk"][0]["score"] - b["topk"][0]["score"]) <= 0.1, (a, b)
+
+
+def test_export_int8_refuses_too_few_calibration_images(tmp_path):
+    onnx_or_skip()
+    weights = make_weights(str(tmp_path / "w.pdparams"))
+    out = str(tmp_path / "inference")
+    ov = [EVAL_TRANSFORMS, f"Global.pretrained_model={weights}", f"Global.save_inference_dir={out}"]
+    r = run_tool("export.py", "-c", "configs/demo.yaml", *o_args(ov), "--int8",
+                 "--calibration-images", "50")
+    assert r.returncode == 1
+    assert "at least 100" in r.stderr and "got 50" in r.stderr
+    assert not os.path.exists(os.path.join(out, "inference_int8.onnx"))

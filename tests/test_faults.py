@@ -1,0 +1,446 @@
+"""Faults injected into real runs: damaged checkpoint files, a full disk during a save, data loader
+workers that die, and SIGKILL at random points of training followed by resumes.
+
+Each fault must end in a clear error that names the file (no deep Paddle traceback as the only
+message) or be survived, and must never lose what was already saved."""
+import glob
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import paddle
+import pytest
+
+from engine_helpers import ROOT, TRAIN, demo_subset, env, run_tool, run_until, tiny_config
+from ppmobilenet.data import DataError
+from ppmobilenet.engine.checkpoint import (FORMAT_VERSION, PAUSE_ENV, CheckpointError,
+                                           checkpoint_exists, load_checkpoint, read_states,
+                                           save_checkpoint)
+from ppmobilenet.errors import PPMobileNetError
+from ppmobilenet.models import build_model
+
+# figures for the closing note, printed at the end of the module
+FIGURES = {"faults injected": 0, "kills": 0, "resumes": 0}
+
+
+def teardown_module(module):
+    print("\nfault figures: " + ", ".join(f"{k} {v}" for k, v in FIGURES.items()))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    cache = tmp_path_factory.getbasetemp() / "engine-cache"
+    return demo_subset(tmp_path_factory.mktemp("faults-data"), str(cache))
+
+
+def ok(r):
+    assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def weights_of(prefix):
+    return {k: v.numpy() for k, v in paddle.load(str(prefix) + ".pdparams").items()}
+
+
+def assert_same_weights(a, b, atol=1e-6):
+    pa, pb = weights_of(a), weights_of(b)
+    assert sorted(pa) == sorted(pb)
+    worst = max(float(np.abs(pa[k] - pb[k]).max()) for k in pa)
+    assert worst <= atol, f"weights differ by {worst}"
+    return worst
+
+
+# ------------------------------------------------------------------ damaged checkpoint files
+
+def _net(scale=0.25):
+    return build_model("mobilenet_v1", class_dim=10, scale=scale, head="classic")
+
+
+def _trained_set(prefix, scale=0.25, ema=False):
+    """A real checkpoint set after one optimizer step (so .pdopt holds velocities)."""
+    paddle.seed(1)
+    model = _net(scale)
+    opt = paddle.optimizer.Momentum(learning_rate=0.1, parameters=model.parameters())
+    model(paddle.randn([2, 3, 32, 32])).mean().backward()
+    opt.step()
+    opt.clear_grad()
+    extra = {"ema": model.state_dict()} if ema else {}
+    save_checkpoint(prefix, model, opt, {"epoch": 1, "global_step": 1}, **extra)
+    return model
+
+
+def _load(prefix, scale=0.25):
+    model = _net(scale)
+    opt = paddle.optimizer.Momentum(learning_rate=0.1, parameters=model.parameters())
+    return load_checkpoint(prefix, model, opt)
+
+
+def _clear_error(info, *names):
+    FIGURES["faults injected"] += 1
+    msg = str(info.value)
+    assert isinstance(info.value, PPMobileNetError) and msg.strip()
+    for name in names:
+        assert name in msg, f"{name!r} not in {msg!r}"
+    return msg
+
+
+def test_truncated_pdparams_in_a_set_is_named(tmp_path):
+    _trained_set(tmp_path / "latest")
+    data = (tmp_path / "latest.pdparams").read_bytes()
+    (tmp_path / "latest.pdparams").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError) as info:
+        _load(tmp_path / "latest")
+    _clear_error(info, str(tmp_path / "latest.pdparams"), "CRC")
+
+
+def test_truncated_pdparams_as_pretrained_is_named(tmp_path):
+    from ppmobilenet.engine.checkpoint import load_pretrained
+    model = _trained_set(tmp_path / "w")
+    paddle.save(model.state_dict(), str(tmp_path / "w.pdparams"))
+    data = (tmp_path / "w.pdparams").read_bytes()
+    (tmp_path / "w.pdparams").write_bytes(data[:1000])
+    with pytest.raises(CheckpointError) as info:
+        load_pretrained(_net(), str(tmp_path / "w.pdparams"))
+    _clear_error(info, f"cannot read {tmp_path / 'w.pdparams'}")
+
+
+def test_pdopt_from_another_model_is_named(tmp_path):
+    _trained_set(tmp_path / "a")
+    _trained_set(tmp_path / "b", scale=0.5)
+    shutil.copy(tmp_path / "b.pdopt", tmp_path / "a.pdopt")
+    with pytest.raises(CheckpointError) as info:
+        _load(tmp_path / "a")
+    _clear_error(info, str(tmp_path / "a.pdopt"))
+
+
+def test_pdopt_from_another_model_with_its_crc_recorded_is_named(tmp_path):
+    """Even when .pdstates vouches for the foreign .pdopt (a set re-saved by hand), the shapes
+    are checked at load: not a Paddle AssertionError at the first optimizer step."""
+    from ppmobilenet.engine import checkpoint as ckpt
+    _trained_set(tmp_path / "a")
+    _trained_set(tmp_path / "b", scale=0.5)
+    shutil.copy(tmp_path / "b.pdopt", tmp_path / "a.pdopt")
+    states = ckpt.read_states(tmp_path / "b")       # a valid states file of the same format
+    states["files"] = {s: ckpt._crc(str(tmp_path / f"a{s}")) for s in (".pdparams", ".pdopt")}
+    ckpt.atomic_save(states, str(tmp_path / "a.pdstates"))
+    with pytest.raises(CheckpointError) as info:
+        _load(tmp_path / "a")
+    _clear_error(info, str(tmp_path / "a.pdopt"), "conv1.conv.weight")
+
+
+def test_pdstates_from_a_newer_format_is_named(tmp_path):
+    from ppmobilenet.engine import checkpoint as ckpt
+    _trained_set(tmp_path / "latest")
+    states = ckpt.read_states(tmp_path / "latest")
+    states["format_version"] = FORMAT_VERSION + 1
+    ckpt.atomic_save(states, str(tmp_path / "latest.pdstates"))
+    with pytest.raises(CheckpointError) as info:
+        _load(tmp_path / "latest")
+    _clear_error(info, str(tmp_path / "latest.pdstates"), "newer")
+
+
+@pytest.mark.parametrize("suffix", [".pdparams", ".pdopt", ".pdstates"])
+def test_one_flipped_byte_is_a_checksum_error_naming_the_file(tmp_path, suffix):
+    _trained_set(tmp_path / "latest")
+    path = tmp_path / f"latest{suffix}"
+    data = bytearray(path.read_bytes())
+    # a byte in the middle of the tensor data (a float changes, the pickle still loads)
+    data[len(data) * 2 // 3] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as info:
+        _load(tmp_path / "latest")
+    _clear_error(info, str(path), "CRC")
+
+
+def test_flipped_byte_in_the_ema_file_is_named(tmp_path):
+    from ppmobilenet.engine.ema import ModelEMA
+    paddle.seed(1)
+    model = _net()
+    ema = ModelEMA(model, 0.9)
+    save_checkpoint(tmp_path / "latest", model, None, {"epoch": 1}, ema=ema)
+    path = tmp_path / "latest.pdema"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as info:
+        read_states(tmp_path / "latest")
+    _clear_error(info, str(path), "CRC")
+
+
+def test_kill_between_renames_is_finished_at_load(tmp_path):
+    """A process that dies after renaming some files of a new set but not its .pdstates: the load
+    completes the set from the temp files the save had fully written (so `latest` resumes)."""
+    _trained_set(tmp_path / "latest")
+    script = tmp_path / "die.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {ROOT!r})
+        import paddle
+        from ppmobilenet.engine import checkpoint as ckpt
+        from ppmobilenet.models import build_model
+        paddle.seed(2)
+        model = build_model("mobilenet_v1", class_dim=10, scale=0.25, head="classic")
+        real = os.replace
+        def replace(src, dst):
+            real(src, dst)
+            if dst.endswith(".pdparams"):
+                os._exit(9)                  # dies right after the first rename
+        ckpt.os.replace = replace
+        ckpt.save_checkpoint({str(tmp_path / 'latest')!r}, model, None, {{"epoch": 2}})
+    """))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    FIGURES["faults injected"] += 1
+    assert r.returncode == 9, r.stderr
+    assert glob.glob(str(tmp_path / "latest.pdstates.tmp.*"))
+    states = read_states(tmp_path / "latest")         # no error: the new set was completed
+    assert states["epoch"] == 2 and ".pdopt" not in states["files"]
+    assert not glob.glob(str(tmp_path / "latest.*.tmp.*"))
+    paddle.seed(2)
+    want = _net()
+    got = {k: v.numpy() for k, v in paddle.load(str(tmp_path / "latest.pdparams")).items()}
+    assert all(np.array_equal(got[k], v.numpy()) for k, v in want.state_dict().items())
+
+
+# ------------------------------------------------------------------ a full disk during a save
+
+def _file_size_limit(nbytes):
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # write() then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+    return limit
+
+
+def test_full_disk_during_a_save_stops_cleanly_and_loses_nothing(tmp_path, data):
+    """Epoch 1 is saved; epoch 2 runs under a file-size limit smaller than a .pdparams, so its
+    saves fail half-written: the run stops with a message naming the file, the epoch-1 set still
+    loads, no temp file is left, and resuming from it ends where an uninterrupted run ends."""
+    # workers=0: the limit is inherited by loader workers, whose shared memory it also breaks
+    # (test_batch_handoff_failure_is_a_clear_error_not_a_hang covers that)
+    ref = tiny_config(tmp_path / "ref.yaml", tmp_path / "ref", data, epochs=2, workers=0)
+    ok(run_tool(TRAIN, ref))
+    out = tmp_path / "run"
+    cfg = tiny_config(tmp_path / "run.yaml", out, data, epochs=2, workers=0)
+    run_until(cfg, r"saved .*latest \(epoch 1")          # the same schedule as ref, stopped
+    before = {p: open(p, "rb").read() for p in glob.glob(str(out / "*.pd*"))}
+
+    r = subprocess.run([sys.executable, TRAIN, "-c", cfg, "-o", f"Global.checkpoints={out / 'latest'}"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env=env(), preexec_fn=_file_size_limit(200_000))
+    FIGURES["faults injected"] += 1
+    assert r.returncode == 1, f"rc {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    msg = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert msg and re.search(rf"{re.escape(str(out))}/\w+\.pdparams", msg[0]), r.stderr[-2000:]
+    assert "File too large" in msg[0] or "No space" in msg[0]
+
+    assert not glob.glob(str(out / "*.tmp.*"))
+    after = {p: open(p, "rb").read() for p in glob.glob(str(out / "*.pd*"))}
+    assert after == before                           # not one byte of the saved sets changed
+    assert _load(out / "latest")["epoch"] == 1
+
+    ok(run_tool(TRAIN, cfg, f"Global.checkpoints={out / 'latest'}"))
+    assert_same_weights(tmp_path / "ref" / "latest", out / "latest")
+
+
+# ------------------------------------------------------------------ data loader workers that die
+
+WORKER_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import paddle
+from ppmobilenet.config import load_config
+from ppmobilenet.data import DataError, build_dataloader, build_dataset
+
+cfg = load_config({config!r})
+ds = build_dataset(cfg, "Train")
+read = type(ds).__getitem__
+
+class DyingWorker(type(ds)):
+    def __getitem__(self, i):
+        if i == {index} and paddle.io.get_worker_info() is not None:
+            if {how!r} == "SIGKILL":
+                os.kill(os.getpid(), signal.SIGKILL)
+            os._exit(3)
+        return read(self, i)
+
+ds.__class__ = DyingWorker
+try:
+    for _ in build_dataloader(cfg, "Train", dataset=ds):
+        pass
+except DataError as e:
+    print("DataError:", e)
+    sys.exit(1)
+print("no error")
+"""
+
+
+@pytest.mark.parametrize("how, said", [("SIGKILL", "killed by SIGKILL"), ("exit", "exited with code 3")])
+def test_dead_loader_worker_is_a_clear_error_not_a_hang(tmp_path, data, how, said):
+    cfg = tiny_config(tmp_path / "c.yaml", tmp_path / "out", data, batch=8, workers=2)
+    script = tmp_path / "w.py"
+    script.write_text(WORKER_SCRIPT.format(root=ROOT, config=cfg, index=9, how=how))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       env=env())       # a hang would end here in TimeoutExpired
+    FIGURES["faults injected"] += 1
+    assert r.returncode == 1, r.stdout + r.stderr[-3000:]
+    assert "DataError: DataLoader.Train: a data loader worker process died: pid" in r.stdout
+    assert said in r.stdout and "num_workers" in r.stdout
+
+
+def test_batch_handoff_failure_is_a_clear_error_not_a_hang(tmp_path, data):
+    """A worker whose batch cannot be put into shared memory (here a file-size limit makes the
+    ftruncate of the shared memory file fail; /dev/shm full or too many open files do the
+    same): multiprocessing drops the batch with a printed traceback and Paddle's loader waits
+    for it for ever. The worker now exits and the loader says why."""
+    cfg = tiny_config(tmp_path / "c.yaml", tmp_path / "out", data, batch=8, workers=2)
+    script = tmp_path / "w.py"
+    script.write_text(WORKER_SCRIPT.format(root=ROOT, config=cfg, index=-1, how="none"))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       env=env(), preexec_fn=_file_size_limit(50_000))
+    FIGURES["faults injected"] += 1
+    assert r.returncode == 1, r.stdout + r.stderr[-3000:]
+    assert "could not hand a batch to the main process" in r.stdout, r.stdout
+    assert "use_shared_memory=false" in r.stdout
+
+
+def _children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+def test_training_stops_cleanly_when_a_worker_is_killed(tmp_path, data):
+    """The OOM killer's way: SIGKILL to one loader worker of a running tools/train.py."""
+    cfg = tiny_config(tmp_path / "c.yaml", tmp_path / "out", data, epochs=2, batch=8, workers=2)
+    proc = subprocess.Popen([sys.executable, TRAIN, "-c", cfg], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env())
+    lines, killed, deadline = [], None, time.time() + 240
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if killed is None and "iter [1/" in line:
+                killed = _children(proc.pid)[0]
+                os.kill(killed, signal.SIGKILL)
+                FIGURES["faults injected"] += 1
+            if time.time() > deadline:
+                break
+        rc = proc.wait(timeout=max(1, deadline - time.time()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = "".join(lines)
+    assert killed is not None, out[-3000:]
+    assert rc == 1, f"rc {rc}\n{out[-3000:]}"
+    err = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    assert err and "a data loader worker process died" in err[0] and str(killed) in err[0], out[-3000:]
+    assert "Traceback" not in out
+
+
+# ------------------------------------------------------------------ SIGKILL at random points
+
+def _run_and_kill(cfg, overrides, rng, done, steps_per_epoch, epochs):
+    """Start tools/train.py and SIGKILL its process group at a random point:
+    - 20%: a random time after the start (import, data, reading the checkpoint);
+    - 25%: inside a save, between its temp files and its renames (saves pause PAUSE_ENV
+      seconds there; the k-th save of this run, k random);
+    - else: a random delay after a random step of the next epoch or so (a step, evaluation,
+      a save). done: the steps already in the checkpoint."""
+    args = [sys.executable, TRAIN, "-c", str(cfg)] + (["-o", *overrides] if overrides else [])
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=ROOT, env=env(**{PAUSE_ENV: 0.2}), start_new_session=True)
+    start, kind = time.time(), rng.random()
+    if kind < 0.2:
+        when, pattern, count, what = rng.uniform(0.2, 3.0), None, 0, "after start"
+    elif kind < 0.45:
+        count = rng.randint(1, 3)
+        when, pattern, what = rng.uniform(0.0, 0.15), "temp files written", f"into save #{count}"
+    else:
+        last = min(epochs * steps_per_epoch, done + steps_per_epoch + 2)
+        step, count = rng.randint(done + 1, last), 1
+        e, i = (step - 1) // steps_per_epoch + 1, (step - 1) % steps_per_epoch + 1
+        when, pattern = rng.uniform(0.0, 0.5), f"epoch [{e}/{epochs}] iter [{i}/{steps_per_epoch}]"
+        what = f"after step {step}"
+    lines, fired = [], threading.Event()
+
+    def kill():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            fired.set()
+    timer = None
+    if pattern is None:
+        timer = threading.Timer(when, kill)
+        timer.start()
+    for line in proc.stdout:
+        lines.append(line)
+        if pattern and pattern in line and timer is None:
+            count -= 1
+            if count == 0:
+                timer = threading.Timer(when, kill)
+                timer.start()
+    rc = proc.wait(timeout=300)
+    if timer is not None:
+        timer.cancel()
+    where = f"{when:.2f}s {what} ({time.time() - start:.1f}s into the run)"
+    return rc, "".join(lines), fired.is_set(), where
+
+
+@pytest.mark.slow
+def test_ten_sigkills_at_random_points_then_resume_equal_the_uninterrupted_run(tmp_path, data):
+    epochs = 5
+    ref = tiny_config(tmp_path / "ref.yaml", tmp_path / "ref", data, epochs=epochs, workers=0)
+    ok(run_tool(TRAIN, ref))
+    out = tmp_path / "cut"
+    cfg = tiny_config(tmp_path / "cut.yaml", out, data, epochs=epochs, workers=0)
+    steps = read_states(tmp_path / "ref" / "latest")["global_step"] // epochs
+    rng = random.Random(20240606)
+    kills, log = 0, []
+    for attempt in range(40):
+        if kills == 10:
+            break
+        resume = checkpoint_exists(out / "latest")
+        overrides = [f"Global.checkpoints={out / 'latest'}"] if resume else []
+        done = read_states(out / "latest")["global_step"] if resume else 0
+        rc, text, fired, where = _run_and_kill(cfg, overrides, rng, done, steps, epochs)
+        assert "Traceback" not in text and "error:" not in text, text[-3000:]
+        if resume and "resumed from" in text:
+            FIGURES["resumes"] += 1
+        if not fired:                  # the run ended before the kill time: start a new chain
+            assert rc == 0, text[-3000:]
+            shutil.rmtree(out)
+            log.append(f"run finished before the kill ({where})")
+            continue
+        kills += 1
+        FIGURES["kills"] += 1
+        FIGURES["faults injected"] += 1
+        last = [ln for ln in text.splitlines() if ln.strip()][-1:] or ["(no output)"]
+        log.append(f"kill {kills}: {where}; last line: {last[0][-90:]}")
+        if checkpoint_exists(out / "latest"):     # whatever the moment, the set loads
+            _load(out / "latest")
+    print("\n".join(log))
+    assert kills == 10, log
+    r = ok(run_tool(TRAIN, cfg, *([f"Global.checkpoints={out / 'latest'}"]
+                                  if checkpoint_exists(out / "latest") else [])))
+    FIGURES["resumes"] += "resumed from" in r.stdout
+    worst = assert_same_weights(tmp_path / "ref" / "latest", out / "latest")
+    print(f"final weights: max abs difference to the uninterrupted run {worst}")
+    a, b = read_states(tmp_path / "ref" / "latest"), read_states(out / "latest")
+    assert (a["epoch"], a["global_step"], a["best_metric"], a["best_epoch"]) == \
+        (b["epoch"], b["global_step"], b["best_metric"], b["best_epoch"])
