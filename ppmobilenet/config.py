@@ -76,7 +76,11 @@ def _loader_schema(train):
         transforms = [{"RandomResizedCrop": {"size": 64, "scale": [0.6, 1.0]}}]
     else:
         transforms = [{"Resize": {"size": 64}}, {"CenterCrop": {"size": 64}}]
-    transforms += [{"ToTensor": {}}, {"Normalize": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}}]
+    # Normalize in numpy (HWC, 0-255) + Transpose equals ToTensor + Normalize, without running
+    # Paddle ops inside forked loader workers (they can deadlock in OpenMP after fork).
+    transforms += [{"Normalize": {"mean": [m * 255 for m in IMAGENET_MEAN],
+                                  "std": [v * 255 for v in IMAGENET_STD], "data_format": "HWC"}},
+                   {"Transpose": {"order": [2, 0, 1]}}]
     return {
         "dataset": {
             "name": Key("str", "DemoDigits", allowed=("ImageNetDataset", "ImageFolder", "DemoDigits"),
@@ -116,6 +120,8 @@ SCHEMA = {
         "epochs": Key("int", required=True, check=_at_least(1)),
         "print_batch_step": Key("int", 10, check=_at_least(1)),
         "save_interval": Key("int", 1, check=_at_least(1), doc="epochs between epoch_N checkpoints"),
+        "save_steps": Key("int", 0, check=_at_least(0),
+                          doc="also write `latest` every N steps inside an epoch (0: only at epoch ends)"),
         "eval_during_train": Key("bool", True),
         "eval_interval": Key("int", 1, check=_at_least(1)),
         "use_visualdl": Key("bool", True),

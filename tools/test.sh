@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-"$PYTHON" -m pip install -q -e ".[test,demo,onnx]"
+# torch==2.13.0 is the CPU build these machines keep on disk (a bare `torch` may pull CUDA).
+"$PYTHON" -m pip install -q -e ".[test,demo,onnx]" "torch==2.13.0" matplotlib
 "$PYTHON" tools/provision_lite.py
-export PPMOBILENET_REQUIRE_LITE=1 PPMOBILENET_REQUIRE_ONNX=1
+export PPMOBILENET_REQUIRE_LITE=1 PPMOBILENET_REQUIRE_ONNX=1 PPMOBILENET_REQUIRE_TORCH=1
 exec "$PYTHON" -m pytest tests -ra "$@"
