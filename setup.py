@@ -18,7 +18,7 @@ setup(
         # scikit-learn ships the digits used by the bundled demo data set.
         "demo": ["scikit-learn"],
         # paddle2onnx does not declare paddle and pins onnx<=1.17.
-        "onnx": ["paddle2onnx>=2.1", "onnxruntime", "onnx<=1.17"],
+        "onnx": ["paddle2onnx>=2.1", "onnxruntime", "onnx<=1.17", "ml_dtypes"],
         "test": ["pytest", "hypothesis", "scikit-learn"],
         # The benchmark's PyTorch peer (a MobileNetV1 defined in ppmobilenet/bench) and its plot.
         "bench": ["torch", "matplotlib"],
