@@ -19,6 +19,7 @@ import ast
 import copy
 import difflib
 import os
+import re
 import tempfile
 
 import yaml
@@ -334,7 +335,8 @@ def parse_overrides(overrides):
         parts = key.split(".")
         if not key or any(not p.strip() for p in parts):
             raise ConfigError(f"bad -o option {text!r}: expected Section.key=value")
-        path = tuple(int(p) if p.strip().lstrip("-").isdigit() else p.strip() for p in parts)
+        # ASCII digits only: "²".isdigit() is true but int("²") fails
+        path = tuple(int(p) if re.fullmatch(r"-?[0-9]+", p.strip()) else p.strip() for p in parts)
         out.append((path, _parse_value(value), text))
     return out
 

@@ -21,7 +21,6 @@ import paddle
 import pytest
 
 from engine_helpers import ROOT, TRAIN, demo_subset, env, run_tool, run_until, tiny_config
-from ppmobilenet.data import DataError
 from ppmobilenet.engine.checkpoint import (FORMAT_VERSION, PAUSE_ENV, CheckpointError,
                                            checkpoint_exists, load_checkpoint, read_states,
                                            save_checkpoint)

@@ -173,7 +173,8 @@ def test_hostile_override_values(scratch):
     path = _write(scratch, "ok.yaml", yaml.safe_dump(VALID))
     for opt in ["Global.epochs=" + "[" * 5000, "Global.epochs=" + "(" * 500 + ")" * 500,
                 "Global.output_dir=" + "9" * 10000, "Arch.class_num=" + "1" * 5000,
-                "Global.seed=" + "9" * 5000, "Global.epochs=" + "-" * 1000 + "1"]:
+                "Global.seed=" + "9" * 5000, "Global.epochs=" + "-" * 1000 + "1",
+                "²=1", "Global.image_shape.²=1", "DataLoader.Train.transforms.٣=1"]:
         outcome("config-hostile", load_config, path, [opt])
 
 
@@ -331,6 +332,21 @@ def test_fuzz_weight_readers(scratch, data):
     path = _write(scratch, "w.safetensors", data)
     outcome("safetensors", read_safe_weights, path)
     outcome("pickle-weights", load_pickle_weights, path)
+
+
+@pytest.mark.parametrize("data", [
+    # found by the slow budget: LONG_BINPUT 999335818 made the C unpickler's memo array
+    # gigabytes long (a hang, then out of memory) after 70 bytes
+    b"\x80\x02}q\x00X<\x00\x00\x00a.weightq\x01cnumpy._core.multiarray\n_reconstruct\nq\x02cnumpy"
+    b"\nndarr\x8a\xa7\x90;ay\nq\x03K\x00\x85",
+    # numpy's _reconstruct allocating a shape far larger than the file
+    b"\x80\x02cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\n\x8a\x05\x00\x00\x00\x00\x01"
+    b"\x85C\x01b\x87R.",
+])
+def test_hostile_pickles(scratch, data):
+    from ppmobilenet.engine.safe_weights import load_pickle_weights
+    got = outcome("pickle-weights", load_pickle_weights, _write(scratch, "bomb.pdparams", data))
+    assert isinstance(got, PPMobileNetError)
 
 
 # ------------------------------------------------------------------ bigger budgets (slow)

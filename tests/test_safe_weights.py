@@ -16,7 +16,7 @@ from ppmobilenet.engine.checkpoint import CheckpointError, load_pretrained, save
 from ppmobilenet.engine.safe_weights import (SafeWeightsError, arch_from_metadata,
                                              load_pickle_weights, read_metadata,
                                              read_safe_weights, save_safe_weights,
-                                             untrusted_pickle_warning)
+                                             untrusted_pickle_note, untrusted_pickle_warning)
 from ppmobilenet.errors import PPMobileNetError
 from ppmobilenet.models import build_model_from_arch, load_fluid_params
 
@@ -210,8 +210,7 @@ def test_convert_a_fluid_era_folder(tmp_path):
 
 def test_load_pretrained_accepts_safetensors(saved):
     m, path = saved
-    fresh = model(class_num=10, scale=0.25)
-    paddle.seed(123)
+    paddle.seed(123)                    # other fresh weights than the saved ones
     fresh = build_model_from_arch(ARCH)
     rep = load_pretrained(fresh, path)
     assert rep["format"] == "safetensors" and rep["loaded"] == len(m.state_dict())
@@ -230,6 +229,10 @@ def test_untrusted_pickle_warning_only_outside_the_output_dir(tmp_path):
     (tmp_path / "shared.pdparams").write_bytes(b"x")
     assert untrusted_pickle_warning(own / "latest.pdparams", own) is None
     assert untrusted_pickle_warning(own / "x.safetensors", None) is None
+    assert untrusted_pickle_note(own / "latest", own) is None          # a prefix: its .pdparams
+    assert untrusted_pickle_note(tmp_path, None) is None                # a fluid-era folder
+    assert untrusted_pickle_note(tmp_path / "shared", own) == \
+        untrusted_pickle_warning(tmp_path / "shared.pdparams", own)
     msg = untrusted_pickle_warning(tmp_path / "shared.pdparams", own)
     assert "\n" not in msg and "can run any code" in msg
     assert f"python tools/convert_weights.py {tmp_path / 'shared.pdparams'} -c <config> --out " \

@@ -65,6 +65,7 @@ def evaluate(cfg, log=None):
     from ..models import build_model_from_arch
     from . import checkpoint as ckpt
     from .logger import get_logger
+    from .safe_weights import untrusted_pickle_note
     from .trainer import resolve_device
 
     g = cfg["Global"]
@@ -77,6 +78,10 @@ def evaluate(cfg, log=None):
     if not weights:
         raise ConfigError("Global.pretrained_model is not set: pass the weights to evaluate, "
                           "e.g. -o Global.pretrained_model=output/demo/best_model")
+    key = "Global.pretrained_model" if g.get("pretrained_model") else "Global.checkpoints"
+    note = untrusted_pickle_note(weights, g.get("output_dir"), key) if rank == 0 else None
+    if note:
+        log.info(note)
     if g.get("pretrained_model"):
         rep = ckpt.load_pretrained(model, weights, skip_classifier_on_mismatch=False)
     else:

@@ -16,13 +16,14 @@ tensor, so a damaged byte or a missing tensor is caught and named at load time.
 import collections
 import io
 import json
+import math
 import os
 import pickle
 import zlib
 
 import numpy as np
 
-from ..errors import PPMobileNetError
+from ..errors import short_repr
 from .checkpoint import CheckpointError, strip_suffix
 
 SUFFIX = ".safetensors"
@@ -32,7 +33,7 @@ PICKLE_SUFFIXES = (".pdparams", ".pdopt", ".pdstates", ".pdema")
 ARCH_KEYS = ("model", "scale", "class_num", "head")
 
 
-class SafeWeightsError(CheckpointError, PPMobileNetError):
+class SafeWeightsError(CheckpointError):
     """A .safetensors file (or a pickle refused by load_pickle_weights); names the file."""
 
 
@@ -209,21 +210,37 @@ class _Opaque:
         pass
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, path, opaque=()):
+class _RestrictedUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler: its memo is a dict. The C one keeps an array, so one
+    `LONG_BINPUT 999335818` in 70 bytes asks for gigabytes (found by tests/test_fuzz.py)."""
+
+    def __init__(self, file, path, size, opaque=()):
         super().__init__(file, encoding="latin1")
-        self.path, self.opaque = path, set(opaque)
+        self.path, self.size, self.opaque = path, size, set(opaque)
 
     def find_class(self, module, name):
         if (module, name) in _ALLOWED:
             if (module, name) == ("collections", "OrderedDict"):
                 return collections.OrderedDict
-            return super().find_class(module, name)
+            found = super().find_class(module, name)
+            return self._sized(found) if name == "_reconstruct" else found
         if (module, name) in self.opaque:
             return _Opaque
         raise SafeWeightsError(
             f"{self.path}: refused to open: the pickle asks for {module}.{name}, which a weights "
             "file never needs (opening it with paddle.load could run code it carries)")
+
+    def _sized(self, reconstruct):
+        """numpy's _reconstruct(ndarray, shape, dtype) allocates `shape` before the data
+        arrives: refuse a shape larger than the file (paddle.save passes (0,))."""
+        def checked(subtype, shape, dtype):
+            dims = shape if isinstance(shape, tuple) else (shape,)
+            if subtype is not np.ndarray or not all(isinstance(d, int) and 0 <= d for d in dims) \
+                    or math.prod(dims) > self.size:
+                raise SafeWeightsError(f"{self.path}: not a paddle weights file (an array of "
+                                       f"shape {short_repr(shape)} in a file of {self.size} bytes)")
+            return reconstruct(subtype, shape, dtype)
+        return checked
 
 
 def load_pickle_weights(path, opaque=()):
@@ -239,7 +256,7 @@ def load_pickle_weights(path, opaque=()):
     except OSError as e:
         raise SafeWeightsError(f"cannot read {path}: {e.strerror or e}") from None
     try:
-        return _RestrictedUnpickler(io.BytesIO(data), path, opaque).load()
+        return _RestrictedUnpickler(io.BytesIO(data), path, len(data), opaque).load()
     except SafeWeightsError:
         raise
     except Exception as e:  # noqa: BLE001 -- truncated/garbage pickles raise many kinds
@@ -263,6 +280,18 @@ def untrusted_pickle_warning(file, own_dir, key="Global.pretrained_model"):
             "opening a pickle can run any code it carries, so use only files you trust. Convert it "
             f"once, safely, with: python tools/convert_weights.py {src} -c <config> "
             f"--out {strip_suffix(file)}{SUFFIX}")
+
+
+def untrusted_pickle_note(path, own_dir, key="Global.pretrained_model"):
+    """untrusted_pickle_warning for a Global.pretrained_model / Global.checkpoints value (a file,
+    a prefix of a .pdparams, or a fluid-era folder, which holds no pickle). None: no warning."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return None
+    for file in (path, strip_suffix(path) + ".pdparams"):
+        if os.path.isfile(file):
+            return untrusted_pickle_warning(file, own_dir, key=key)
+    return None                              # the load itself names the missing file
 
 
 # ------------------------------------------------------------------ conversion
@@ -322,6 +351,10 @@ def convert_to_safetensors(source, dest=None, arch=None, use_ema=False):
         if not isinstance(state, dict):
             raise SafeWeightsError(f"{file}: does not hold a state dict")
         state.pop("StructuredToParameterName@@", None)  # paddle.save's own bookkeeping
+        odd = sorted(str(k) for k, v in state.items() if not isinstance(v, np.ndarray))
+        if odd:
+            raise SafeWeightsError(f"{file}: not a state dict of tensors ({', '.join(odd[:5])} "
+                                   "are not arrays)")
         try:
             _set_strict(model, state, file, "weights")
         except CheckpointError as e:
