@@ -133,8 +133,8 @@ def test_mid_epoch_save_steps_resume_equals_uninterrupted(tmp_path, data):
     driver.write_text(textwrap.dedent(f"""
         import argparse, sys
         sys.path.insert(0, {ROOT!r})
-        from ppmobilenet.engine.cpu import use_all_cores
-        use_all_cores()
+        from ppmobilenet.cpu import configure_cpu
+        configure_cpu()
         from ppmobilenet.config import add_config_args, load_config
         from ppmobilenet.engine import train
         args = add_config_args(argparse.ArgumentParser()).parse_args()

@@ -9,6 +9,8 @@ import os
 import sys
 import time
 
+from ppmobilenet.cpu import available_cores
+
 from . import report, specs
 from .models import DEMO_MODELS, REGISTRY
 
@@ -35,9 +37,9 @@ def parser(doc):
                    help=f"inference engines: {', '.join(specs.INFERENCE_FAMILIES)}")
     p.add_argument("--threads", default=None,
                    help="thread counts of the Paddle Inference / ONNX Runtime rows [1,<cores>]")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per batch size")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds per batch size")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per engine first")
-    p.add_argument("--target-s", type=float, default=0.5, help="seconds per engine per round")
+    p.add_argument("--target-s", type=float, default=0.35, help="seconds per engine per round")
     p.add_argument("--gap-s", type=float, default=0.25,
                    help="pause after each engine's turn (lets OpenMP threads stop spinning)")
     p.add_argument("--train-engines", default=",".join(specs.DEFAULT_TRAIN),
@@ -79,7 +81,7 @@ def _options(a):
     return {
         "quick": quick, "sections": sections, "batches": batches,
         "engines": [e for e in a.engines.split(",") if e],
-        "threads": threads, "train_threads": specs.cores(),
+        "threads": threads, "train_threads": available_cores(),
         "rounds": 2 if quick else a.rounds, "warmup": 1 if quick else a.warmup,
         "target_s": 0.05 if quick else a.target_s, "gap_s": 0.0 if quick else a.gap_s,
         "train_engines": [e for e in a.train_engines.split(",") if e],
@@ -103,8 +105,8 @@ def _lite_python(explicit, log):
 
 def main(doc, argv=None):
     # Before paddle is imported here (exports run in this process): the project's own start-up.
-    from ppmobilenet.engine.cpu import use_all_cores
-    use_all_cores()
+    from ppmobilenet.cpu import configure_cpu
+    configure_cpu()
     a = parser(doc).parse_args(argv)
     try:
         opts = _options(a)

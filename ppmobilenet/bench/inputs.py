@@ -9,8 +9,17 @@ STD = [0.229, 0.224, 0.225]
 
 
 def eval_ops(size):
+    """Plain resize + ImageNet normalization: the registry models' preprocessing at `size`."""
     return [{"Resize": {"size": [size, size]}}, {"ToTensor": {}},
             {"Normalize": {"mean": MEAN, "std": STD}}]
+
+
+def demo_eval_ops():
+    """configs/demo.yaml's own eval preprocessing (what its training run evaluated with)."""
+    from ppmobilenet.config import load_config
+    from ppmobilenet.deploy.preprocess import transform_ops
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return transform_ops(load_config(os.path.join(root, "configs", "demo.yaml")))
 
 
 def read_list(list_file):
@@ -27,9 +36,10 @@ def read_list(list_file):
     return out
 
 
-def load_split(split, size, limit=None, cache_dir=None):
+def load_split(split, size, limit=None, cache_dir=None, ops=None):
     """-> (images [N, 3, size, size] float32, labels [N] int64) of the demo digits' train or val
-    split (evenly spaced samples when limit is given, so every class appears)."""
+    split (evenly spaced samples when limit is given, so every class appears), preprocessed by
+    `ops` [eval_ops(size)]."""
     from ppmobilenet.data import build_transforms, load_image
     from ppmobilenet.data.demo import prepare_demo_digits
     paths = prepare_demo_digits(cache_dir=cache_dir)
@@ -37,14 +47,14 @@ def load_split(split, size, limit=None, cache_dir=None):
     if limit and limit < len(items):
         idx = np.linspace(0, len(items) - 1, limit).round().astype(int)
         items = [items[i] for i in idx]
-    pre = build_transforms(eval_ops(size))
+    pre = build_transforms(ops or eval_ops(size))
     images = np.stack([np.asarray(pre(load_image(p)), dtype="float32") for p, _ in items])
     return images, np.array([l for _, l in items], dtype="int64")
 
 
-def write_inputs(path, size, count=8, cache_dir=None):
+def write_inputs(path, size, count=8, cache_dir=None, ops=None):
     """The batch every inference engine runs (and is compared on): `count` val images."""
-    x, y = load_split("val", size, limit=count, cache_dir=cache_dir)
+    x, y = load_split("val", size, limit=count, cache_dir=cache_dir, ops=ops)
     tmp = path + ".tmp.npz"
     np.savez(tmp, x=x, y=y)
     os.replace(tmp, path)

@@ -35,14 +35,13 @@ def load_average():
 
 def machine_info():
     cpu = _lscpu()
-    from .cpu_tuning import cpu_flags, cpu_vendor
-    from .specs import cores
+    from ppmobilenet.cpu import available_cores, cpu_flags, cpu_vendor
     flags = cpu_flags()
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpu_model": cpu.get("Model name") or platform.processor(),
         "cpu_vendor": cpu_vendor(),
-        "cores_available": cores(),
+        "cores_available": available_cores(),
         "threads_per_core": cpu.get("Thread(s) per core"),
         "isa": sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_vnni", "avx512_bf16",
                                                  "amx_int8", "fma"}),

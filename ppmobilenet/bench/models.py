@@ -28,16 +28,17 @@ def resolve_models(names):
     return out
 
 
-def make_weights(arch, path, weights=None, seed=0, sharpen=SHARPEN):
+def make_weights(arch, path, weights=None, seed=0, sharpen=SHARPEN, own_dir=None):
     """Write the model's weights as .pdparams (for Paddle) and .npz (for the PyTorch peer).
-    weights: a trained .pdparams, else seeded fresh weights (classifier times `sharpen`)."""
+    weights: a trained .pdparams, else seeded fresh weights (classifier times `sharpen`);
+    a pickle from outside own_dir (the benchmark's work folder) gets the untrusted warning."""
     import paddle
     from ppmobilenet.models import build_model_from_arch
     paddle.seed(seed)
     model = build_model_from_arch(arch)
     if weights:
         from ppmobilenet.deploy.weights import load_weights
-        load_weights(model, weights)
+        load_weights(model, weights, own_dir=own_dir)
     else:
         state = model.state_dict()
         state["fc.weight"] = state["fc.weight"] * sharpen
@@ -49,7 +50,7 @@ def make_weights(arch, path, weights=None, seed=0, sharpen=SHARPEN):
     return model
 
 
-def export(key, arch, size, work_dir, weights=None, lite=True, onnx=True, log=print):
+def export(key, arch, size, work_dir, weights=None, lite=True, onnx=True, log=print, ops=None):
     """-> {"export_dir", "pdparams", "npz", "onnx", "nb", "notes"}; Lite or ONNX that cannot be
     made is reported in notes (the caller decides whether that is fatal)."""
     from ppmobilenet.deploy import export_model
@@ -57,10 +58,10 @@ def export(key, arch, size, work_dir, weights=None, lite=True, onnx=True, log=pr
     d = os.path.join(work_dir, "models", f"{key}_{size}")
     os.makedirs(d, exist_ok=True)
     prefix = os.path.join(d, "weights")
-    model = make_weights(arch, prefix, weights)
+    model = make_weights(arch, prefix, weights, own_dir=work_dir)
     cfg = {"Global": {"image_shape": [3, size, size], "save_inference_dir": os.path.join(d, "export")},
            "Arch": dict(arch), "Export": {"softmax": True},
-           "DataLoader": {"Eval": {"transforms": eval_ops(size)}}, "Infer": {}}
+           "DataLoader": {"Eval": {"transforms": ops or eval_ops(size)}}, "Infer": {}}
     out = {"export_dir": cfg["Global"]["save_inference_dir"], "pdparams": prefix + ".pdparams",
            "npz": prefix + ".npz", "onnx": None, "nb": None, "notes": []}
     quiet = lambda m: None  # noqa: E731  (export_model's progress lines)
@@ -82,13 +83,13 @@ def export(key, arch, size, work_dir, weights=None, lite=True, onnx=True, log=pr
     return out
 
 
-def int8(prepared, size, calib_images, cache_dir=None, log=print):
+def int8(prepared, size, calib_images, cache_dir=None, log=print, ops=None):
     """Add the INT8 ONNX model (calibrated on the demo digits' training split) to `prepared`."""
     from .inputs import load_split
     from .int8 import quantize_onnx
     if not prepared.get("onnx"):
         prepared["notes"].append("int8: no ONNX model to quantize")
         return prepared
-    images, _ = load_split("train", size, limit=calib_images, cache_dir=cache_dir)
+    images, _ = load_split("train", size, limit=calib_images, cache_dir=cache_dir, ops=ops)
     prepared["int8"] = quantize_onnx(prepared["onnx"], images, log=log)
     return prepared

@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from ppmobilenet.cpu import available_cores
+
 from . import agreement, specs
 from .models import DEMO_MODELS, REGISTRY
 from .procs import BenchError, Worker
@@ -71,19 +73,21 @@ def _collect_outputs(workers, out_dir, errors):
 # ---------------------------------------------------------------- inference
 
 def inference_model(key, arch, size, opts, work, log, weights=None):
-    from .inputs import write_inputs
+    from .inputs import demo_eval_ops, write_inputs
     from .models import export, int8
+    ops = demo_eval_ops() if key in DEMO_MODELS else None
     log(f"[inference] {key} at {size}x{size}: export, ONNX, Lite x86, INT8")
     t0 = time.time()
     families = list(opts["engines"])
     prepared = export(key, arch, size, work, weights=weights, lite="lite-x86" in families,
-                      onnx=any(f in families for f in ("onnxruntime", "int8-onnxruntime")), log=log)
+                      onnx=any(f in families for f in ("onnxruntime", "int8-onnxruntime")), log=log,
+                      ops=ops)
     if "int8-onnxruntime" in families:
         try:
-            int8(prepared, size, opts["calib_images"], log=log)
+            int8(prepared, size, opts["calib_images"], log=log, ops=ops)
         except Exception as e:
             prepared["notes"].append(f"int8: {e}")
-    inputs = write_inputs(os.path.join(work, f"inputs_{size}.npz"), size)
+    inputs = write_inputs(os.path.join(work, f"inputs_{key}_{size}.npz"), size, ops=ops)
     engines, skipped = specs.inference_engines(families, prepared, arch, work, inputs,
                                                lite_python=opts.get("lite_python"),
                                                threads=opts.get("threads"))
@@ -107,11 +111,12 @@ def inference_model(key, arch, size, opts, work, log, weights=None):
         mem = _close(workers)
     for name, m in mem.items():
         result["engines"].setdefault(name, {"batches": {}})["memory"] = m
-    ref = next((n for n in ("paddle-onednn-1t", "paddle-onednn-%dt" % specs.cores())
+    ref = next((n for n in ("paddle-onednn-1t", "paddle-onednn-%dt" % available_cores())
                 if n in outputs), next(iter(outputs), None))
     if ref:
         result["reference"] = ref
-        result["agreement"] = agreement.compare_outputs(outputs, ref)
+        result["agreement"] = agreement.compare_outputs(outputs, ref, trained=bool(weights))
+        result["trained_weights"] = weights
     for name in result["engines"]:
         info = workers[name].info if name in workers else {}
         result["engines"][name]["env"] = {"OMP_NUM_THREADS": info.get("omp_threads"),
@@ -295,17 +300,19 @@ def int8_accuracy(key, weights, opts, work, log, lite=False):
     validation split; with lite, also Lite's weight-only int8 (.nb sizes; accuracy by emulating
     its weight rounding)."""
     import paddle
-    from .inputs import load_split
+    from .inputs import demo_eval_ops, load_split
     from .int8 import fake_quant_weights, quantize_onnx, top1
     from .models import export
     arch = DEMO_MODELS[key]
+    ops = demo_eval_ops()  # the config's eval preprocessing, as its training run evaluated
     log(f"[int8] {key}: calibrate on the training split, evaluate on the validation split")
-    prepared = export(f"{key}_acc", arch, 64, work, weights=weights, lite=lite, onnx=True, log=log)
+    prepared = export(f"{key}_acc", arch, 64, work, weights=weights, lite=lite, onnx=True, log=log,
+                      ops=ops)
     if not prepared["onnx"]:
         raise BenchError("int8: " + "; ".join(prepared["notes"]))
-    calib, _ = load_split("train", 64, limit=opts["calib_images"])
+    calib, _ = load_split("train", 64, limit=opts["calib_images"], ops=ops)
     q = quantize_onnx(prepared["onnx"], calib, log=log)
-    xv, yv = load_split("val", 64)
+    xv, yv = load_split("val", 64, ops=ops)
     fp32, i8 = top1(prepared["onnx"], xv, yv), top1(q, xv, yv)
     res = {"model": key, "arch": arch, "weights": weights, "calibration_images": len(calib),
            "val_images": len(xv), "fp32_top1": fp32, "int8_top1": i8,

@@ -2,52 +2,44 @@
 import os
 import sys
 
-# Paddle Inference variants, one knob each, for finding out where its time goes
+from ppmobilenet.cpu import available_cores
+
+# Paddle Inference variants, one knob each, for finding out where its time goes. All but
+# "-untuned" start with the project's CPU settings (ppmobilenet/cpu.py), as tools/infer.py does.
 PADDLE_VARIANTS = {
-    "paddle-onednn": {"onednn": True},
-    # what `tools/infer.py --backend paddle` runs: glibc keeps freed blocks (see cpu_tuning)
-    "paddle-onednn-keepmem": {"onednn": True, "keep_memory": True},
+    "paddle-onednn": {"onednn": True},            # what `tools/infer.py --backend paddle` runs
+    "paddle-onednn-untuned": {"onednn": True, "untuned": True},  # threads only: plain Paddle
     "paddle-native": {"onednn": False},
     "paddle-onednn-noir": {"onednn": True, "ir_optim": False},           # no IR passes
     "paddle-onednn-legacy": {"onednn": True, "format": "legacy"},        # ProgramDesc, old executor
     "paddle-onednn-memopt": {"onednn": True, "memory_optim": True},
     "paddle-onednn-cache1": {"onednn": True, "cache_capacity": 1},       # oneDNN shape cache of 1
-    "paddle-onednn-mklavx2": {"onednn": True, "tune": True},             # MKL_DEBUG_CPU_TYPE=5
-    "paddle-native-mklavx2": {"onednn": False, "tune": True},
     "paddle-openvino": {"openvino": True, "format": "legacy"},           # OpenVINO inside Paddle
 }
 INFERENCE_FAMILIES = ("dygraph", *PADDLE_VARIANTS, "onnxruntime", "int8-onnxruntime", "lite-x86",
                       "default", "torch")
-DEFAULT_INFERENCE = ("dygraph", "paddle-onednn", "paddle-onednn-keepmem", "paddle-native",
+DEFAULT_INFERENCE = ("dygraph", "paddle-onednn", "paddle-onednn-untuned", "paddle-native",
                      "paddle-openvino", "onnxruntime", "int8-onnxruntime", "lite-x86", "default",
                      "torch")
-# training variants: what the project does now, then the proposed CPU settings one by one
-_TUNED = {"project_cpu": True, "tune_cpu": True, "keep_memory": True}
+# training variants: plain Paddle (threads only), each CPU setting of ppmobilenet/cpu.py on its
+# own, the project's default (tools/train.py: all of them), and one process per core on top
 TRAIN_VARIANTS = {
+    "paddle-untuned": {"kind": "train_paddle"},
+    "paddle-untuned+mkl-avx2": {"kind": "train_paddle", "tune_cpu": True},
+    "paddle-untuned+keep-mem": {"kind": "train_paddle", "keep_memory": True},
     "paddle": {"kind": "train_paddle", "project_cpu": True},
-    "paddle+mkl-avx2": {"kind": "train_paddle", "project_cpu": True, "tune_cpu": True},
-    "paddle+mkl-avx2+keep-mem": dict(_TUNED, kind="train_paddle"),
-    "paddle+mkl-avx2+keep-mem+dp": dict(_TUNED, kind="train_paddle_dp", procs="cores"),
+    "paddle+dp": {"kind": "train_paddle_dp", "project_cpu": True, "procs": "cores"},
     # FLAGS_use_mkldnn in dygraph: no oneDNN kernel runs (ONEDNN_VERBOSE prints none in 3.3.1)
-    "paddle+mkl-avx2+keep-mem+onednn-flag": dict(_TUNED, kind="train_paddle",
-                                                 options={"onednn": True}),
+    "paddle+onednn-flag": {"kind": "train_paddle", "project_cpu": True, "options": {"onednn": True}},
     "torch": {"kind": "train_torch"},
     "torch+keep-mem": {"kind": "train_torch", "keep_memory": True},
 }
-DEFAULT_TRAIN = ("paddle", "paddle+mkl-avx2", "paddle+mkl-avx2+keep-mem",
-                 "paddle+mkl-avx2+keep-mem+dp", "torch")
-
-
-def cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+DEFAULT_TRAIN = ("paddle-untuned", "paddle-untuned+mkl-avx2", "paddle", "paddle+dp", "torch")
 
 
 def thread_counts():
     """1 and all cores: a phone-like single thread and the whole machine."""
-    return sorted({1, cores()})
+    return sorted({1, available_cores()})
 
 
 def have(module):
@@ -61,7 +53,7 @@ def inference_engines(families, prepared, arch, work_dir, inputs, lite_python=No
     engines, skipped = [], {}
     counts = list(threads or thread_counts())
     base = {"inputs": inputs, "work_dir": work_dir, "arch": arch, "softmax": True}
-    all_cores = cores()
+    all_cores = available_cores()
 
     def add(name, spec, threads, python=None, env=None):
         e = {"OMP_NUM_THREADS": threads}
@@ -74,12 +66,10 @@ def inference_engines(families, prepared, arch, work_dir, inputs, lite_python=No
                                           "project_cpu": True}, all_cores)
         elif fam in PADDLE_VARIANTS:
             opts = dict(PADDLE_VARIANTS[fam])
-            tune = opts.pop("tune", False)
-            keep = opts.pop("keep_memory", False)
+            project = not opts.pop("untuned", False)
             for t in counts:
                 add(f"{fam}-{t}t", {"kind": "paddle", "export_dir": prepared["export_dir"],
-                                    "options": opts, "project_cpu": True, "tune_cpu": tune,
-                                    "keep_memory": keep}, t)
+                                    "options": opts, "project_cpu": project}, t)
         elif fam in ("onnxruntime", "int8-onnxruntime"):
             f = prepared.get("onnx") if fam == "onnxruntime" else prepared.get("int8")
             if not f:
@@ -114,7 +104,7 @@ def inference_engines(families, prepared, arch, work_dir, inputs, lite_python=No
 def train_engines(variants, arch, size, weights, threads=None):
     """-> ([(name, spec, python, env)], {name: why skipped})."""
     engines, skipped = [], {}
-    threads = threads or cores()
+    threads = threads or available_cores()
     for v in variants:
         if v not in TRAIN_VARIANTS:
             raise ValueError(f"--train-engines: unknown {v!r}; choose from {', '.join(TRAIN_VARIANTS)}")

@@ -440,11 +440,11 @@ ENGINES = {"paddle": PaddleInference, "onnx": OnnxRuntime, "lite": Lite, "dygrap
 
 def _setup_env(spec):
     """Before any engine library is imported: the tuning this engine is measured with."""
-    if spec.get("tune_cpu") or spec.get("keep_memory"):
+    if spec.get("tune_cpu") or spec.get("keep_memory"):  # one of the project's settings alone
         sys.path.insert(0, ROOT)
-        from ppmobilenet.bench.cpu_tuning import keep_freed_memory, tune_cpu_env
+        from ppmobilenet.cpu import cpu_env, keep_freed_memory
         if spec.get("tune_cpu"):
-            tune_cpu_env()
+            cpu_env()
         if spec.get("keep_memory"):
             keep_freed_memory()
     if spec["kind"] == "train_paddle_dp" and not spec.get("follower"):
@@ -455,15 +455,8 @@ def _setup_env(spec):
         spec["_rss_file"] = os.path.join(spec.get("work_dir") or "/tmp", f"dp-rss-{os.getpid()}")
     if spec.get("project_cpu"):  # exactly what the project's CLI runs before importing paddle
         sys.path.insert(0, ROOT)
-        if spec["kind"] == "default":
-            from ppmobilenet.deploy.cli import _threads_first
-            _threads_first()
-        else:
-            from ppmobilenet.engine import cpu
-            for name in ("configure_cpu", "use_all_cores"):
-                if hasattr(cpu, name):
-                    getattr(cpu, name)()
-                    break
+        from ppmobilenet.cpu import configure_cpu
+        configure_cpu()
 
 
 def serve(spec, reply):

@@ -16,37 +16,23 @@ def _config_args(parser, required):
     return parser
 
 
-def _errors():
-    from ppmobilenet.models import FluidParamsError
-    from .errors import DeployError
-    errors = (DeployError, FluidParamsError)
-    try:
-        from ppmobilenet.data import DataError
-        from ppmobilenet.engine.checkpoint import CheckpointError
-        errors += (DataError, CheckpointError)
-    except ImportError:
-        pass
-    return errors
-
-
 def _run(body, args):
     from ppmobilenet.config import ConfigError
+    from ppmobilenet.errors import PPMobileNetError
     try:
         return body(args) or 0
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:
-        if isinstance(e, _errors()):
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        raise
+    except PPMobileNetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 def _threads_first():
-    # Paddle reads OMP_NUM_THREADS at import; set it before anything imports paddle.
-    from ppmobilenet.engine.cpu import use_all_cores
-    use_all_cores()
+    # Paddle reads OMP_NUM_THREADS and MKL's settings at import: before anything imports paddle.
+    from ppmobilenet.cpu import configure_cpu
+    configure_cpu()
 
 
 # ---------- export ----------

@@ -20,21 +20,11 @@ DEFAULT_CALIBRATION = 128
 OP_TYPES = ("Conv", "Relu", "Clip", "Add")
 
 
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def has_vnni():
     """u8 x s8 products can saturate in the int8 kernels of CPUs without VNNI; there the
     weights use 7 bits (reduce_range), as onnxruntime recommends."""
-    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    from ppmobilenet.cpu import cpu_flags
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 class _Batches:

@@ -23,9 +23,8 @@ ONNX_FILE = "inference.onnx"
 
 def _keep_freed_memory():
     """Paddle frees every activation after each run and glibc hands large blocks back to the
-    kernel, so the next run faults them in again (6,900 page faults a batch of 8 at 224x224);
-    keeping them is 13% faster there (docs/benchmarks.md)."""
-    from ppmobilenet.bench.cpu_tuning import keep_freed_memory
+    kernel, so the next run faults them in again (ppmobilenet/cpu.py; docs/benchmarks.md)."""
+    from ppmobilenet.cpu import keep_freed_memory
     keep_freed_memory()
 
 

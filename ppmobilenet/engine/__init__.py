@@ -1,7 +1,7 @@
 """Training engine: the train loop, evaluation, checkpoints, optimizer + lr, EMA, logging
 (console + VisualDL) and the distributed helpers.
 
-Names are imported on first use: `ppmobilenet.engine.cpu` must run before paddle is imported,
+Names are imported on first use: `ppmobilenet.cpu` must run before paddle is imported,
 and `ppmobilenet.engine.checkpoint` (used by deploy) should not pull in the data pipeline.
 """
 import importlib

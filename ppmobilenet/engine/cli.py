@@ -6,12 +6,13 @@ Exit codes: 0 done, 2 bad config (the message names the key, file:line or -o opt
 import argparse
 import sys
 
-from .cpu import use_all_cores
+from ..cpu import configure_cpu
+from ..errors import PPMobileNetError
 
 
 def run_tool(doc, action, argv=None):
     """action: "train" or "evaluate" (a name in ppmobilenet.engine)."""
-    use_all_cores()  # before paddle is imported by anything below
+    configure_cpu()  # before paddle is imported by anything below
     from ..config import ConfigError, add_config_args, load_config
 
     parser = add_config_args(argparse.ArgumentParser(
@@ -24,21 +25,7 @@ def run_tool(doc, action, argv=None):
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:
-        if isinstance(e, _named_errors()):
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        raise
+    except PPMobileNetError as e:  # bad data, weights or checkpoint: the message names the file
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
-
-
-def _named_errors():
-    from ..models import FluidParamsError
-    from .checkpoint import CheckpointError
-    errors = (CheckpointError, FluidParamsError)
-    try:
-        from ..data import DataError
-        errors += (DataError,)
-    except ImportError:
-        pass
-    return errors

@@ -221,14 +221,10 @@ class Trainer:
 
     def _warn_untrusted(self, path, key):
         """One line before a pickle from outside this run's output directory is opened."""
-        if os.path.isdir(path) or not self.main:
+        if not self.main:
             return
-        from .safe_weights import untrusted_pickle_warning
-        try:
-            file = ckpt.pretrained_file(path, key)
-        except ckpt.CheckpointError:
-            return  # the load itself reports the missing file
-        msg = untrusted_pickle_warning(file, self.out, key=key)
+        from .safe_weights import untrusted_pickle_note
+        msg = untrusted_pickle_note(path, self.out, key=key)
         if msg:
             self.log.info(msg)
 
