@@ -234,8 +234,13 @@ def test_export_int8_and_infer_int8(tmp_path):
     q = os.path.join(out, "inference_int8.onnx")
     assert os.path.getsize(q) < 0.5 * os.path.getsize(os.path.join(out, "inference.onnx"))
     import onnx
-    ops = {n.op_type for n in onnx.load(q).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    graph = onnx.load(q).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
+    # the stem (first conv, first depthwise conv) stays float; every later Conv reads int8 weights
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert [n.input[1] in dequantized for n in convs] == [False, False] + [True] * (len(convs) - 2)
+    assert "float stem: " in r.stdout
     # the same real digits through fp32 and int8: same top-1 on (nearly) all
     from ppmobilenet.data.demo import prepare_demo_digits
     val = os.path.join(prepare_demo_digits()["root"], "val", "7")

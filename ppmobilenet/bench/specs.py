@@ -34,7 +34,8 @@ TRAIN_VARIANTS = {
     "torch": {"kind": "train_torch"},
     "torch+keep-mem": {"kind": "train_torch", "keep_memory": True},
 }
-DEFAULT_TRAIN = ("paddle-untuned", "paddle-untuned+mkl-avx2", "paddle", "paddle+dp", "torch")
+DEFAULT_TRAIN = ("paddle-untuned", "paddle-untuned+mkl-avx2", "paddle", "paddle+dp", "torch",
+                 "torch+keep-mem")
 
 
 def thread_counts():
