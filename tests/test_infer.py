@@ -149,3 +149,31 @@ def test_end_to_end_train_export_lite_infer(tmp_path):
         assert np.abs(scores[backend] - scores["paddle"]).max() <= 1e-4, backend
         assert all(x["topk"][0]["label"] is not None for x in res)
     assert len({tuple(t) for t in tops.values()}) == 1, tops
+
+
+@pytest.mark.parametrize("backend", ["onnx", "paddle"])
+def test_default_threads_one_for_a_small_call_all_cores_for_a_large_one(chain, backend):
+    """Without a thread count, a call under SMALL_CALL_MACS runs on one thread (sharing it costs
+    more than it saves) and a larger one on all cores; the results do not depend on it."""
+    from ppmobilenet.cpu import available_cores
+    from ppmobilenet.deploy.meta import read_meta
+    from ppmobilenet.deploy.predictors import SMALL_CALL_MACS, create_predictor
+    from ppmobilenet.models import build_model_from_arch
+    from ppmobilenet.models.summary import count_macs
+    macs = read_meta(chain["dir"])["macs_per_image"]
+    arch = {"name": "mobilenet_v1", "class_num": 10, "scale": 0.25, "head": "classic"}
+    assert macs == count_macs(build_model_from_arch(arch), 64)      # the demo model at 64x64
+    small, large = 1, SMALL_CALL_MACS // macs + 1                     # batch sizes either side
+    assert small * macs < SMALL_CALL_MACS <= large * macs
+    x = np.random.RandomState(0).rand(large, 3, 64, 64).astype("float32")
+    p = create_predictor(backend, export_dir=chain["dir"])
+    runtimes = p._sessions if backend == "onnx" else p._runtimes
+    one = p.predict(x[:small])
+    assert set(runtimes._made) == {1}
+    many = p.predict(x)
+    assert set(runtimes._made) == {1, available_cores()}
+    np.testing.assert_allclose(one, many[:small], atol=1e-5)
+    fixed = create_predictor(backend, export_dir=chain["dir"], threads=2)  # the user's choice
+    fixed.predict(x[:small])
+    fixed.predict(x)
+    assert set((fixed._sessions if backend == "onnx" else fixed._runtimes)._made) == {2}

@@ -279,8 +279,11 @@ def reader_cost(opts, work, log):
         for p, label in items[:n]:
             f.write(f"{os.path.relpath(p, paths['root'])} {label}\n")
     log(f"[reader] 224x224 run: MobileNetV1 x1.0, batch 32, {n} images, default workers")
-    tf = (f"DataLoader.Train.transforms=[{{RandomResizedCrop: {{size: 224}}}}, {{ToTensor: {{}}}}, "
-          f"{{Normalize: {{mean: {MEAN}, std: {STD}}}}}]")
+    # configs/MobileNetV1_x1_0.yaml's training transforms (normalised in numpy, HWC)
+    mean, std = [round(255 * m, 3) for m in MEAN], [round(255 * s, 3) for s in STD]
+    tf = (f"DataLoader.Train.transforms=[{{RandomResizedCrop: {{size: 224}}}}, "
+          f"{{RandomHorizontalFlip: {{}}}}, {{Normalize: {{mean: {mean}, std: {std}, "
+          f"data_format: HWC}}}}, {{Transpose: {{order: [2, 0, 1]}}}}]")
     out["224"] = _train_tool(os.path.join(ROOT, "configs", "demo.yaml"), [
         "Global.epochs=1", "Global.eval_during_train=False", "Global.use_visualdl=False",
         "Global.print_batch_step=2", "Global.image_shape=[3, 224, 224]",

@@ -177,10 +177,10 @@ class Default(Inference):
         from ppmobilenet.deploy import create_predictor
         from ppmobilenet.deploy.predictors import DEFAULT_BACKEND
         backend = spec.get("backend") or DEFAULT_BACKEND
-        threads = int(os.environ.get("OMP_NUM_THREADS") or 1)  # what infer_main passes
-        self.predictor = create_predictor(backend, export_dir=spec["export_dir"], threads=threads)
+        # infer_main passes no thread count unless the user gave one: the predictor picks
+        self.predictor = create_predictor(backend, export_dir=spec["export_dir"], threads=None)
         self.predict = self.predictor.predict
-        self.info = {"backend": self.predictor.backend, "threads": threads}
+        self.info = {"backend": self.predictor.backend, "threads": "auto"}
 
 
 class TorchEval(Inference):

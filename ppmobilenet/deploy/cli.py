@@ -29,10 +29,20 @@ def _run(body, args):
         return 1
 
 
+_CPU_SET = {}  # what configure_cpu set (not the user)
+
+
 def _threads_first():
     # Paddle reads OMP_NUM_THREADS and MKL's settings at import: before anything imports paddle.
     from ppmobilenet.cpu import configure_cpu
-    configure_cpu()
+    _CPU_SET.update(configure_cpu())
+
+
+def _user_threads():
+    """OMP_NUM_THREADS when the user set it; None (the predictor's own choice) otherwise."""
+    if "OMP_NUM_THREADS" in _CPU_SET or not os.environ.get("OMP_NUM_THREADS"):
+        return None
+    return int(os.environ["OMP_NUM_THREADS"])
 
 
 # ---------- export ----------
@@ -100,7 +110,8 @@ def infer_main(doc, argv=None):
     p.add_argument("--labels", help="`id name` label file [Infer.class_id_map_file, the export's labels.txt]")
     p.add_argument("--topk", type=int, help="[Infer.topk]")
     p.add_argument("--batch-size", type=int, help="[Infer.batch_size]")
-    p.add_argument("--threads", type=int, help="CPU threads for paddle / onnx [all cores]")
+    p.add_argument("--threads", type=int, help="CPU threads for paddle / onnx [$OMP_NUM_THREADS "
+                   "if you set it, else all cores, or 1 for a batch too small to share]")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
 
@@ -133,7 +144,7 @@ def infer_main(doc, argv=None):
             raise DeployError("no images: pass --input or set Infer.infer_imgs")
         class_num = cfg["Arch"]["class_num"] if cfg else meta["model"]["class_num"]
         labels = _labels_for(a, cfg, export_dir if meta else None, class_num)
-        threads = a.threads or int(os.environ.get("OMP_NUM_THREADS") or 1)
+        threads = a.threads or _user_threads()
         backend, onnx_file = a.backend, a.onnx_file
         if a.int8:
             from .int8 import INT8_FILE

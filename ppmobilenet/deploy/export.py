@@ -177,8 +177,9 @@ def export_model(cfg, save_dir=None, model=None, weights=None, softmax=None, lit
         report["labels"] = os.path.join(save_dir, LABEL_FILE)
     elif os.path.exists(os.path.join(save_dir, LABEL_FILE)):
         os.remove(os.path.join(save_dir, LABEL_FILE))
+    from ppmobilenet.models.summary import count_macs
     meta = make_meta(arch, image_shape, softmax, _preprocess_ops(cfg, log), names,
-                     paddle.__version__)
+                     paddle.__version__, macs=count_macs(model, tuple(image_shape[1:])))
     write_meta(save_dir, meta)
     log(f"export: {save_dir}: {', '.join(PIR_FILES)}, {', '.join(LEGACY_FILES)}"
         + (f", {LABEL_FILE}" if names else "") + ", export_meta.json")

@@ -13,13 +13,14 @@ LEGACY_FILES = ("lite/inference.pdmodel", "lite/inference.pdiparams")
 FORMAT_VERSION = 1
 
 
-def make_meta(arch, image_shape, softmax, ops, labels, paddle_version):
+def make_meta(arch, image_shape, softmax, ops, labels, paddle_version, macs=None):
     return {
         "format_version": FORMAT_VERSION,
         "model": {"name": arch["name"], "scale": arch.get("scale", 1.0),
                   "head": arch.get("head") if arch["name"] == "mobilenet_v1" else None,
                   "class_num": arch["class_num"]},
         "image_shape": list(image_shape),
+        "macs_per_image": macs,      # picks the thread count of tools/infer.py (predictors.py)
         "input_name": "x",
         "softmax": bool(softmax),
         "preprocess": ops,

@@ -8,6 +8,9 @@ onnx      export dir inference.onnx     onnxruntime
 auto      export dir                    onnx when onnxruntime is installed and the export has
                                         inference.onnx, else paddle: the fastest CPU path
                                         (tools/benchmark.py; docs/benchmarks.md says why)
+
+Threads: paddle and onnx take a thread count; without one (threads=None) they use all cores for
+a call of real work and one thread for a call too small to share (threads_for).
 """
 import os
 
@@ -17,6 +20,11 @@ from .errors import DeployError
 from .meta import PIR_FILES, read_meta, require_files
 
 BACKENDS = ("auto", "dygraph", "paddle", "lite", "onnx")
+# Below this many multiply-adds per call one thread beats all cores: starting and joining the
+# threads of every layer costs more than they save. Measured with tools/benchmark.py on 2 cores
+# (docs/benchmarks.md): the demo model (3.4M MACs an image) at batch 1 runs 1.4x faster on one
+# thread in both ONNX Runtime and Paddle Inference; at batch 8 (27M) two threads win by 1.3-1.7x.
+SMALL_CALL_MACS = 15_000_000
 DEFAULT_BACKEND = "auto"  # tools/infer.py's --backend default
 ONNX_FILE = "inference.onnx"
 
@@ -40,6 +48,30 @@ def resolve_backend(backend, export_dir=None, onnx_file=None):
     return "paddle"
 
 
+def threads_for(batch, macs_per_image, max_threads):
+    """The thread count for one call of `batch` images (see SMALL_CALL_MACS)."""
+    if max_threads <= 1 or not macs_per_image:
+        return max_threads
+    return 1 if batch * macs_per_image < SMALL_CALL_MACS else max_threads
+
+
+class _PerThreadCount:
+    """Runtimes fix their thread count when they are made: one instance per count in use,
+    made on first use, chosen per call by threads_for (or always `threads` when given)."""
+
+    def __init__(self, make, threads=None, macs_per_image=None):
+        from ppmobilenet.cpu import available_cores
+        self._make, self._fixed, self._macs = make, threads, macs_per_image
+        self._max = available_cores()
+        self._made = {}
+
+    def for_batch(self, batch):
+        t = int(self._fixed) if self._fixed else threads_for(batch, self._macs, self._max)
+        if t not in self._made:
+            self._made[t] = self._make(t)
+        return self._made[t]
+
+
 class Predictor:
     backend = None
 
@@ -53,52 +85,65 @@ class Predictor:
 class PaddlePredictor(Predictor):
     backend = "paddle"
 
-    def __init__(self, export_dir, threads=None, use_onednn=True, legacy=False):
+    def __init__(self, export_dir, threads=None, use_onednn=True, legacy=False, macs_per_image=None):
         _keep_freed_memory()
-        from paddle import inference
         files = (("lite/inference.pdmodel", "lite/inference.pdiparams") if legacy else PIR_FILES)
         require_files(export_dir, files)
-        config = inference.Config(*(os.path.join(export_dir, f) for f in files))
+        paths = [os.path.join(export_dir, f) for f in files]
+        self._runtimes = _PerThreadCount(lambda t: self._make(paths, use_onednn, t), threads,
+                                         macs_per_image)
+        self._runtimes.for_batch(1)  # bad files fail here, not on the first batch
+
+    @staticmethod
+    def _make(paths, use_onednn, threads):
+        from paddle import inference
+        config = inference.Config(*paths)
         config.disable_gpu()
         if use_onednn:
             config.enable_onednn()
-        config.set_cpu_math_library_num_threads(int(threads or 1))
+        config.set_cpu_math_library_num_threads(int(threads))
         config.disable_glog_info()
-        self._predictor = inference.create_predictor(config)
-        self._input = self._predictor.get_input_handle(self._predictor.get_input_names()[0])
-        self._output = self._predictor.get_output_handle(self._predictor.get_output_names()[0])
+        predictor = inference.create_predictor(config)
+        return (predictor, predictor.get_input_handle(predictor.get_input_names()[0]),
+                predictor.get_output_handle(predictor.get_output_names()[0]))
 
     def predict(self, batch):
         batch = np.ascontiguousarray(batch, dtype="float32")
-        self._input.reshape(list(batch.shape))
-        self._input.copy_from_cpu(batch)
-        self._predictor.run()
-        return self._output.copy_to_cpu()
+        predictor, inp, out = self._runtimes.for_batch(len(batch))
+        inp.reshape(list(batch.shape))
+        inp.copy_from_cpu(batch)
+        predictor.run()
+        return out.copy_to_cpu()
 
 
 class OnnxPredictor(Predictor):
     backend = "onnx"
 
-    def __init__(self, onnx_file, threads=None):
+    def __init__(self, onnx_file, threads=None, macs_per_image=None):
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401
         except ImportError:
             raise DeployError("backend onnx needs onnxruntime: pip install onnxruntime "
                               "(or pip install 'ppmobilenet[onnx]')") from None
         if not os.path.isfile(onnx_file):
             raise DeployError(f"ONNX model {onnx_file}: not found (export with --onnx)")
+        self._sessions = _PerThreadCount(lambda t: self._make(onnx_file, t), threads, macs_per_image)
+        self._input = self._sessions.for_batch(1).get_inputs()[0].name  # a bad file fails here
+
+    @staticmethod
+    def _make(onnx_file, threads):
+        import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # paddle2onnx leaves an unused initializer ORT warns about
-        if threads:
-            opts.intra_op_num_threads = int(threads)
+        opts.intra_op_num_threads = int(threads)
         try:
-            self._session = ort.InferenceSession(onnx_file, opts, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(onnx_file, opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for bad files
             raise DeployError(f"ONNX model {onnx_file}: cannot be loaded ({e})") from None
-        self._input = self._session.get_inputs()[0].name
 
     def predict(self, batch):
-        return self._session.run(None, {self._input: np.ascontiguousarray(batch, dtype="float32")})[0]
+        batch = np.ascontiguousarray(batch, dtype="float32")
+        return self._sessions.for_batch(len(batch)).run(None, {self._input: batch})[0]
 
 
 class LitePredictor(Predictor):
@@ -181,8 +226,20 @@ def create_predictor(backend, export_dir=None, cfg=None, checkpoint=None, thread
     if not export_dir:
         raise DeployError(f"backend {backend} needs an export folder (--model-dir or "
                           f"Global.save_inference_dir)")
+    macs = _macs_per_image(export_dir)
     if backend == "paddle":
-        return PaddlePredictor(export_dir, threads=threads)
+        return PaddlePredictor(export_dir, threads=threads, macs_per_image=macs)
     if backend == "lite":
         return LitePredictor(lite_nb_for(export_dir), lite_python)
-    return OnnxPredictor(onnx_file or os.path.join(export_dir, ONNX_FILE), threads=threads)
+    return OnnxPredictor(onnx_file or os.path.join(export_dir, ONNX_FILE), threads=threads,
+                         macs_per_image=macs)
+
+
+def _macs_per_image(export_dir):
+    """From export_meta.json (None for an export made before it was recorded: all cores)."""
+    try:
+        macs = read_meta(export_dir).get("macs_per_image")
+    except DeployError:
+        return None
+    return macs if isinstance(macs, (int, float)) and not isinstance(macs, bool) and macs > 0 \
+        else None

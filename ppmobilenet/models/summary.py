@@ -11,8 +11,9 @@ def count_parameters(layer, trainable_only=True):
 
 
 def count_macs(layer, input_size=224):
-    """Multiply-adds of one forward pass on a 3 x input_size x input_size image (convs and fcs,
-    which hold all but a fraction of a percent of the work)."""
+    """Multiply-adds of one forward pass on a 3 x H x W image, input_size = H = W or (H, W)
+    (convs and fcs, which hold all but a fraction of a percent of the work)."""
+    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     macs = []
 
     def conv_hook(conv, inputs, output):
@@ -30,7 +31,7 @@ def count_macs(layer, input_size=224):
     layer.eval()
     try:
         with paddle.no_grad():
-            layer(paddle.zeros([1, 3, input_size, input_size]))
+            layer(paddle.zeros([1, 3, int(h), int(w)]))
     finally:
         for hook in hooks:
             hook.remove()
