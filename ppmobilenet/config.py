@@ -190,6 +190,9 @@ SCHEMA = {
         "onnx": Key("bool", False),
         "quant_type": Key(("str", "null"), None, allowed=("QUANT_INT8", "QUANT_INT16"),
                           doc="opt weight quantisation of the arm .nb: QUANT_INT8 | QUANT_INT16"),
+        "int8": Key("bool", False, doc="also write inference_int8.onnx (implies onnx)"),
+        "int8_calibration_images": Key("int", 128, check=_at_least(100),
+                                       doc="DataLoader.Train images that calibrate INT8"),
     },
 }
 

@@ -32,3 +32,19 @@ class _ShortRepr(reprlib.Repr):
         items = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
                  for k, v in list(x.items())[:self.maxdict]]
         return "{" + ", ".join(items) + (", ..." if len(x) > self.maxdict else "") + "}"
+
+
+def exit_code(body):
+    """Run a tool's body; map the project's errors to the tools' exit codes, printing the
+    message: 0 done, 2 a bad config (ConfigError), 1 any other refused input (PPMobileNetError).
+    Anything else is a bug and keeps its traceback."""
+    import sys
+    from .config import ConfigError
+    try:
+        return body() or 0
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except PPMobileNetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1

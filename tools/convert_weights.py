@@ -32,21 +32,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from ppmobilenet.config import ConfigError, load_config
-    from ppmobilenet.errors import PPMobileNetError
-    try:
-        arch = load_config(args.config, args.override)["Arch"] if args.config else None
+    from ppmobilenet.errors import exit_code
+
+    def body():
         if args.override and not args.config:
             raise ConfigError("-o needs -c CONFIG")
+        arch = load_config(args.config, args.override)["Arch"] if args.config else None
         from ppmobilenet.engine.safe_weights import convert_to_safetensors
         report = convert_to_safetensors(args.source, args.out, arch, use_ema=args.ema)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except PPMobileNetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(report["message"])
-    return 0
+        print(report["message"])
+    return exit_code(body)
 
 
 if __name__ == "__main__":

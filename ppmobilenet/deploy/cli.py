@@ -17,16 +17,8 @@ def _config_args(parser, required):
 
 
 def _run(body, args):
-    from ppmobilenet.config import ConfigError
-    from ppmobilenet.errors import PPMobileNetError
-    try:
-        return body(args) or 0
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except PPMobileNetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    from ppmobilenet.errors import exit_code
+    return exit_code(lambda: body(args))
 
 
 _CPU_SET = {}  # what configure_cpu set (not the user)

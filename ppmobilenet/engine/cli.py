@@ -4,28 +4,21 @@ Exit codes: 0 done, 2 bad config (the message names the key, file:line or -o opt
 1 bad data or checkpoint (the message names the file). Other exceptions keep their traceback.
 """
 import argparse
-import sys
 
 from ..cpu import configure_cpu
-from ..errors import PPMobileNetError
+from ..errors import exit_code
 
 
 def run_tool(doc, action, argv=None):
     """action: "train" or "evaluate" (a name in ppmobilenet.engine)."""
     configure_cpu()  # before paddle is imported by anything below
-    from ..config import ConfigError, add_config_args, load_config
+    from ..config import add_config_args, load_config
 
     parser = add_config_args(argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.override)
+
+    def body():
         from .. import engine
-        getattr(engine, action)(cfg)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except PPMobileNetError as e:  # bad data, weights or checkpoint: the message names the file
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        getattr(engine, action)(load_config(args.config, args.override))
+    return exit_code(body)

@@ -151,13 +151,7 @@ def read_safe_weights(path):
     import safetensors.numpy
 
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise SafeWeightsError(f"{path} does not exist") from None
-    except OSError as e:
-        raise SafeWeightsError(f"cannot read {path}: {e.strerror or e}") from None
+    data = _read_bytes(path)
     meta = _header(path, data)
     try:
         tensors = safetensors.numpy.load(data)
@@ -243,18 +237,22 @@ class _RestrictedUnpickler(pickle._Unpickler):
         return checked
 
 
+def _read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise SafeWeightsError(f"{path} does not exist") from None
+    except OSError as e:
+        raise SafeWeightsError(f"cannot read {path}: {e.strerror or e}") from None
+
+
 def load_pickle_weights(path, opaque=()):
     """Read a paddle.save pickle of weights without running code from it: only numpy arrays,
     dtypes and plain containers may be created. -> the object (a dict of ndarrays for .pdparams).
     opaque: (module, name) classes replaced by an inert stand-in (paddle's RNG state)."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise SafeWeightsError(f"{path} does not exist") from None
-    except OSError as e:
-        raise SafeWeightsError(f"cannot read {path}: {e.strerror or e}") from None
+    data = _read_bytes(path)
     try:
         return _RestrictedUnpickler(io.BytesIO(data), path, len(data), opaque).load()
     except SafeWeightsError:
