@@ -325,13 +325,16 @@ def _seed_weights():
 SEED_WEIGHTS = _seed_weights()
 
 
+def _check_weight_readers(path):
+    from ppmobilenet.engine.safe_weights import load_pickle_weights, read_safe_weights
+    outcome("safetensors", read_safe_weights, path)
+    outcome("pickle-weights", load_pickle_weights, path)
+
+
 @FAST
 @given(data=mutated(SEED_WEIGHTS))
 def test_fuzz_weight_readers(scratch, data):
-    from ppmobilenet.engine.safe_weights import load_pickle_weights, read_safe_weights
-    path = _write(scratch, "w.safetensors", data)
-    outcome("safetensors", read_safe_weights, path)
-    outcome("pickle-weights", load_pickle_weights, path)
+    _check_weight_readers(_write(scratch, "w.safetensors", data))
 
 
 @pytest.mark.parametrize("data", [
@@ -386,7 +389,4 @@ def test_fuzz_list_and_label_files_slow(scratch, lines, class_num):
 @SLOW
 @given(data=mutated(SEED_WEIGHTS))
 def test_fuzz_weight_readers_slow(scratch, data):
-    from ppmobilenet.engine.safe_weights import load_pickle_weights, read_safe_weights
-    path = _write(scratch, "ws.safetensors", data)
-    outcome("safetensors", read_safe_weights, path)
-    outcome("pickle-weights", load_pickle_weights, path)
+    _check_weight_readers(_write(scratch, "ws.safetensors", data))

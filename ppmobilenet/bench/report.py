@@ -205,11 +205,10 @@ def _goal_table(g):
         out.append(f"| training vs PyTorch eager | {r['case']} {r['size']}px b{r['batch']} | "
                    f"paddle (tools/train.py) {r['project_default']:.2f} vs torch {r['torch']:.2f} "
                    f"img/s | {r['project_default_ratio']:.2f}x | >= 1.0 |")
-        if "best_torch" in r and r["best_torch"] != "torch" or r["best_paddle"] != "paddle":
+        if (r["best_paddle"], r["best_torch"]) != ("paddle", "torch"):
             out.append(f"| training, best of each | {r['case']} {r['size']}px b{r['batch']} | "
-                       f"{r['best_paddle']} {r['best_paddle_tp']:.2f} vs {r.get('best_torch')} "
-                       f"{r.get('best_torch_tp', 0):.2f} img/s | {r.get('best_vs_best_ratio', 0):.2f}x "
-                       f"| - |")
+                       f"{r['best_paddle']} {r['best_paddle_tp']:.2f} vs {r['best_torch']} "
+                       f"{r['best_torch_tp']:.2f} img/s | {r['best_vs_best_ratio']:.2f}x | - |")
     for k, v in (g.get("reader") or {}).items():
         out.append(f"| reader cost / batch cost | {k} run | {100 * v['reader_share']:.2f}% | - | <= 5% |")
     return out + [""] if out else []
