@@ -65,6 +65,13 @@ def test_quick_every_engine_gives_numbers_and_they_agree(quick):
         assert a["ok"], (name, a)
         if not name.startswith("int8"):  # INT8 on fresh weights is reported, not judged
             assert a["max_abs_diff"] <= 1e-4 and a["top1_agree"] == 1.0, (name, a)
+    # the default path says how many threads each batch ran on: the count tools/infer.py picks
+    from ppmobilenet.deploy.meta import read_meta
+    from ppmobilenet.deploy.predictors import threads_for
+    macs = read_meta(_export_dir(quick["out"], m))
+    for batch in ("1", "8"):
+        assert m["engines"]["default"]["batches"][batch]["threads"] == threads_for(
+            int(batch), macs.get("macs_per_image"), res["machine"]["cores_available"]), batch
     # training: Paddle's variants and the PyTorch peer start from the same weights
     [t] = res["training"]
     assert {"paddle-untuned", "paddle"} <= set(t["engines"])
@@ -77,7 +84,30 @@ def test_quick_every_engine_gives_numbers_and_they_agree(quick):
     assert "| paddle-onednn-1t | 1 |" in md and "cores available" in md
 
 
+def _export_dir(out, m):
+    return os.path.join(out, "work", "models", f"{m['model']}_{m['size']}", "export")
+
+
 # ---------------------------------------------------------------- pieces
+
+def test_paired_ratios_compare_round_by_round():
+    from ppmobilenet.bench.report import goals, paired
+    # b is 2x slower than a in every round, though both slow down together in round 3
+    p = paired([1.0, 1.0, 3.0, 1.0], [2.0, 2.0, 6.0, 2.0])
+    assert p == {"median": 2.0, "lo": 2.0, "hi": 2.0, "rounds": 4}
+    p = paired([1.0, 1.0, 1.0], [0.5, 1.0, 2.0])
+    assert (p["median"], p["lo"], p["hi"]) == (1.0, 0.5, 2.0)
+    assert paired([], [1.0]) is None
+    res = {"inference": [{"model": "m", "size": 64, "engines": {
+        "default": {"engine": {"backend": "onnx"}, "batches": {"1": {
+            "throughput": 100.0, "round_ms": [10.0, 10.0, 12.0], "threads": 1}}},
+        "onnxruntime-1t": {"batches": {"1": {"throughput": 100.0, "round_ms": [10.0, 11.0, 12.0]}}},
+        "paddle-onednn-1t": {"batches": {"1": {"throughput": 50.0, "round_ms": [5.0, 30.0, 30.0]}}}}}]}
+    [row] = goals(res)["inference"]
+    assert row["best_peer"] == "onnxruntime-1t" and row["paired_peer"] == "onnxruntime-1t"
+    assert row["twin"] == "onnxruntime-1t" and row["twin_paired"]["median"] == 1.0
+
+
 
 def test_agreement_catches_a_disagreeing_engine():
     from ppmobilenet.bench.agreement import compare_losses, compare_outputs

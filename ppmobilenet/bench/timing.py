@@ -13,10 +13,11 @@ from .procs import BenchError
 
 
 def calibrate(worker, batch, warmup, target_s):
-    """Warm up, then time one iteration to pick how many iterations make one round."""
-    worker.call("prepare", batch=batch, warmup=warmup)
+    """Warm up, then time one iteration to pick how many iterations make one round.
+    -> (iterations, what the engine said when it prepared: e.g. the default's thread count)"""
+    prepared = worker.call("prepare", batch=batch, warmup=warmup)
     one = worker.call("time", n=1)["wall"][0]
-    return max(1, min(50, int(round(target_s / max(one, 1e-6)))))
+    return max(1, min(50, int(round(target_s / max(one, 1e-6))))), prepared
 
 
 def summarize(batch, rounds_wall, rounds_cpu, per_iter):
@@ -40,10 +41,12 @@ def summarize(batch, rounds_wall, rounds_cpu, per_iter):
 def interleave(workers, batch, rounds=5, warmup=2, target_s=0.4, gap_s=0.25, log=print):
     """workers: {name: procs.Worker}. -> ({name: stats}, {name: error message}).
     An engine that fails is dropped from the remaining rounds; the others go on."""
-    errors, n_iter = {}, {}
+    errors, n_iter, threads = {}, {}, {}
     for name, w in workers.items():
         try:
-            n_iter[name] = calibrate(w, batch, warmup, target_s)
+            n_iter[name], prepared = calibrate(w, batch, warmup, target_s)
+            if prepared.get("threads"):
+                threads[name] = prepared["threads"]
         except BenchError as e:
             errors[name] = str(e)
     names = [n for n in workers if n in n_iter]
@@ -66,6 +69,7 @@ def interleave(workers, batch, rounds=5, warmup=2, target_s=0.4, gap_s=0.25, log
             if gap_s:
                 time.sleep(gap_s)
         log(f"  round {r + 1}/{rounds} done")
-    stats = {n: summarize(batch, walls[n], cpus[n], iters[n]) for n in names
-             if n not in errors and walls[n]}
+    stats = {n: dict(summarize(batch, walls[n], cpus[n], iters[n]),
+                     **({"threads": threads[n]} if n in threads else {}))
+             for n in names if n not in errors and walls[n]}
     return stats, errors

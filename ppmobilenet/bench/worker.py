@@ -182,6 +182,10 @@ class Default(Inference):
         self.predict = self.predictor.predict
         self.info = {"backend": self.predictor.backend, "threads": "auto"}
 
+    def prepare(self, batch):
+        super().prepare(batch)
+        return {"threads": self.predictor.threads_for_batch(batch)}
+
 
 class TorchEval(Inference):
     def __init__(self, spec):
@@ -475,10 +479,10 @@ def serve(spec, reply):
         try:
             if op == "prepare":
                 t = time.perf_counter()
-                engine.prepare(int(cmd["batch"]))
+                extra = engine.prepare(int(cmd["batch"])) or {}
                 for _ in range(int(cmd.get("warmup", 1))):
                     engine.step()
-                reply({"ok": True, "first_s": time.perf_counter() - t})
+                reply(dict(extra, ok=True, first_s=time.perf_counter() - t))
             elif op == "time":
                 wall, cpu = [], []
                 for _ in range(int(cmd["n"])):

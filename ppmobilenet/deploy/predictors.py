@@ -65,8 +65,11 @@ class _PerThreadCount:
         self._max = available_cores()
         self._made = {}
 
+    def count_for(self, batch):
+        return int(self._fixed) if self._fixed else threads_for(batch, self._macs, self._max)
+
     def for_batch(self, batch):
-        t = int(self._fixed) if self._fixed else threads_for(batch, self._macs, self._max)
+        t = self.count_for(batch)
         if t not in self._made:
             self._made[t] = self._make(t)
         return self._made[t]
@@ -80,6 +83,11 @@ class Predictor:
 
     def predict_batches(self, batches):
         return [self.predict(b) for b in batches]
+
+    def threads_for_batch(self, batch):
+        """The thread count a call of `batch` images runs with (None: the runtime decides)."""
+        counts = getattr(self, "_sessions", None) or getattr(self, "_runtimes", None)
+        return counts.count_for(batch) if counts else None
 
 
 class PaddlePredictor(Predictor):
