@@ -86,8 +86,7 @@ class Predictor:
 
     def threads_for_batch(self, batch):
         """The thread count a call of `batch` images runs with (None: the runtime decides)."""
-        counts = getattr(self, "_sessions", None) or getattr(self, "_runtimes", None)
-        return counts.count_for(batch) if counts else None
+        return None
 
 
 class PaddlePredictor(Predictor):
@@ -114,6 +113,9 @@ class PaddlePredictor(Predictor):
         predictor = inference.create_predictor(config)
         return (predictor, predictor.get_input_handle(predictor.get_input_names()[0]),
                 predictor.get_output_handle(predictor.get_output_names()[0]))
+
+    def threads_for_batch(self, batch):
+        return self._runtimes.count_for(batch)
 
     def predict(self, batch):
         batch = np.ascontiguousarray(batch, dtype="float32")
@@ -148,6 +150,9 @@ class OnnxPredictor(Predictor):
             return ort.InferenceSession(onnx_file, opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for bad files
             raise DeployError(f"ONNX model {onnx_file}: cannot be loaded ({e})") from None
+
+    def threads_for_batch(self, batch):
+        return self._sessions.count_for(batch)
 
     def predict(self, batch):
         batch = np.ascontiguousarray(batch, dtype="float32")
