@@ -130,6 +130,9 @@ SCHEMA = {
                            doc="C,H,W used by export / benchmark"),
         "save_inference_dir": Key(("str", "null"), None, doc="[<output_dir>/inference]"),
         "seed": Key(("int", "null"), 0, doc="null: a fresh random seed each run"),
+        "cpu_packed_depthwise": Key("bool", True,
+                                    doc="CPU training: depthwise convs on planes <= 8x8 run with "
+                                        "the samples side by side (same numbers, faster)"),
     },
     "AMP": {
         "use_amp": Key("bool", False),

@@ -22,20 +22,25 @@ DEFAULT_INFERENCE = ("dygraph", "paddle-onednn", "paddle-onednn-untuned", "paddl
                      "paddle-openvino", "onnxruntime", "int8-onnxruntime", "lite-x86", "default",
                      "torch")
 # training variants: plain Paddle (threads only), each CPU setting of ppmobilenet/cpu.py on its
-# own, the project's default (tools/train.py: all of them), and one process per core on top
+# own, the CPU settings without the packed depthwise path, the project's default (tools/train.py:
+# all of them), and one process per core on top
+PACKED = {"packed_depthwise": True}
 TRAIN_VARIANTS = {
     "paddle-untuned": {"kind": "train_paddle"},
     "paddle-untuned+mkl-avx2": {"kind": "train_paddle", "tune_cpu": True},
     "paddle-untuned+keep-mem": {"kind": "train_paddle", "keep_memory": True},
-    "paddle": {"kind": "train_paddle", "project_cpu": True},
-    "paddle+dp": {"kind": "train_paddle_dp", "project_cpu": True, "procs": "cores"},
+    "paddle-unpacked": {"kind": "train_paddle", "project_cpu": True},
+    "paddle": {"kind": "train_paddle", "project_cpu": True, "options": PACKED},
+    "paddle+dp": {"kind": "train_paddle_dp", "project_cpu": True, "procs": "cores",
+                  "options": PACKED},
     # FLAGS_use_mkldnn in dygraph: no oneDNN kernel runs (ONEDNN_VERBOSE prints none in 3.3.1)
-    "paddle+onednn-flag": {"kind": "train_paddle", "project_cpu": True, "options": {"onednn": True}},
+    "paddle+onednn-flag": {"kind": "train_paddle", "project_cpu": True,
+                           "options": dict(PACKED, onednn=True)},
     "torch": {"kind": "train_torch"},
     "torch+keep-mem": {"kind": "train_torch", "keep_memory": True},
 }
-DEFAULT_TRAIN = ("paddle-untuned", "paddle-untuned+mkl-avx2", "paddle", "paddle+dp", "torch",
-                 "torch+keep-mem")
+DEFAULT_TRAIN = ("paddle-untuned", "paddle-untuned+mkl-avx2", "paddle-unpacked", "paddle",
+                 "paddle+dp", "torch", "torch+keep-mem")
 
 
 def thread_counts():

@@ -211,6 +211,17 @@ def _paddle_model(spec):
     return model
 
 
+def _train_model(spec):
+    """The Paddle model in train mode, with the packed depthwise path where the variant (like
+    tools/train.py on CPU) uses it."""
+    model = _paddle_model(spec)
+    if (spec.get("options") or {}).get("packed_depthwise"):
+        from ppmobilenet.models.packed_depthwise import use_packed_depthwise
+        use_packed_depthwise(model)
+    model.train()
+    return model
+
+
 def _torch_model(spec):
     """The PyTorch peer, with the Paddle model's weights (an .npz the parent wrote) so both
     frameworks start from the same numbers."""
@@ -269,8 +280,7 @@ class PaddleTrain(Train):
         o = self.spec.get("options") or {}
         if o.get("onednn"):
             paddle.set_flags({"FLAGS_use_mkldnn": True, "FLAGS_use_onednn": True})
-        model = _paddle_model(self.spec)
-        model.train()
+        model = _train_model(self.spec)
         opt = paddle.optimizer.Momentum(learning_rate=0.01, momentum=0.9,
                                         parameters=model.parameters())
         loss_fn = paddle.nn.CrossEntropyLoss()
@@ -346,8 +356,7 @@ class PaddleTrainDP(PaddleTrain):
         import paddle
         if batch % self.world:
             raise ValueError(f"batch {batch} does not split over {self.world} processes")
-        model = _paddle_model(self.spec)
-        model.train()
+        model = _train_model(self.spec)
         opt = paddle.optimizer.Momentum(learning_rate=0.01, momentum=0.9,
                                         parameters=model.parameters())
         net = paddle.DataParallel(model)
