@@ -2,7 +2,7 @@
 one plane.
 
 Paddle's CPU depthwise_conv2d kernels (forward and both gradients) pay a fixed cost of about
-1-2 us for every (sample, channel) plane, whatever its size. MobileNet's late layers have many
+2-3 us for every (sample, channel) plane, whatever its size. MobileNet's late layers have many
 channels on tiny planes: at batch 64 the demo model's 256 x 2x2 layer takes 38 ms a step, for
 65k outputs, and the depthwise layers are 84% of the demo model's training step
 (docs/benchmarks.md, finding 10).
