@@ -74,7 +74,7 @@ def test_quick_every_engine_gives_numbers_and_they_agree(quick):
             int(batch), macs.get("macs_per_image"), res["machine"]["cores_available"]), batch
     # training: Paddle's variants and the PyTorch peer start from the same weights
     [t] = res["training"]
-    assert {"paddle-untuned", "paddle"} <= set(t["engines"])
+    assert {"paddle-untuned", "paddle-unpacked", "paddle"} <= set(t["engines"])
     for name, a in t["agreement"].items():
         assert a["ok"], (name, a)
         assert t["engines"][name]["throughput"] > 0
@@ -108,7 +108,6 @@ def test_paired_ratios_compare_round_by_round():
     assert row["best_peer"] == "onnxruntime-1t" and row["paired_peer"] == "paddle-onednn-1t"
     assert row["paired"]["median"] == 2.5  # rounds: 5/10, 30/10, 30/12
     assert row["twin"] == "onnxruntime-1t" and row["twin_paired"]["median"] == 1.0
-
 
 
 def test_agreement_catches_a_disagreeing_engine():
