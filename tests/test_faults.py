@@ -252,47 +252,114 @@ def test_full_disk_during_a_save_stops_cleanly_and_loses_nothing(tmp_path, data)
 
 # ------------------------------------------------------------------ data loader workers that die
 
+# A worker-side condition, then what the main process does with the batches. `{when}` runs in
+# the worker before each sample (`i`: the index); `{body}` runs in the main process per batch.
 WORKER_SCRIPT = """
-import os, signal, sys
+import faulthandler, os, signal, sys, time
 sys.path.insert(0, {root!r})
 import paddle
+faulthandler.register(signal.SIGUSR1, all_threads=True)    # paddle takes SIGABRT for itself
 from ppmobilenet.config import load_config
 from ppmobilenet.data import DataError, build_dataloader, build_dataset
 
 cfg = load_config({config!r})
 ds = build_dataset(cfg, "Train")
 read = type(ds).__getitem__
+FLAG = {flag!r}
 
-class DyingWorker(type(ds)):
+class Worker(type(ds)):
     def __getitem__(self, i):
-        if i == {index} and paddle.io.get_worker_info() is not None:
-            if {how!r} == "SIGKILL":
-                os.kill(os.getpid(), signal.SIGKILL)
-            os._exit(3)
+        if paddle.io.get_worker_info() is not None:
+            {when}
         return read(self, i)
 
-ds.__class__ = DyingWorker
+ds.__class__ = Worker
+in_body = False
+loader = build_dataloader(cfg, "Train", dataset=ds)
 try:
-    for _ in build_dataloader(cfg, "Train", dataset=ds):
-        pass
+    for _ in loader:
+        in_body = True
+        {body}
+        in_body = False
 except DataError as e:
+    print("in the body:", in_body)
     print("DataError:", e)
     sys.exit(1)
 print("no error")
 """
 
+DIE = {"SIGKILL": "os.kill(os.getpid(), signal.SIGKILL)", "exit": "os._exit(3)"}
+
+
+def _worker_script(tmp_path, data, when, body="pass"):
+    cfg = tiny_config(tmp_path / "c.yaml", tmp_path / "out", data, batch=8, workers=2)
+    script = tmp_path / "w.py"
+    script.write_text(WORKER_SCRIPT.format(root=ROOT, config=cfg, flag=str(tmp_path / "flag"),
+                                           when=when, body=body))
+    return script
+
+
+def _run_or_dump(script, timeout=120, **kwargs):
+    """Run a WORKER_SCRIPT; a hang fails the test with every thread of the child, as faulthandler
+    prints them on SIGUSR1, instead of a bare TimeoutExpired. Its workers die with it."""
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env(), start_new_session=True, **kwargs)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        os.killpg(p.pid, signal.SIGKILL)           # live workers would keep the pipes open
+        out, err = p.communicate()
+        pytest.fail(f"hung for {timeout} s; its threads:\n{err[-8000:]}\nstdout:\n{out[-2000:]}")
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
 
 @pytest.mark.parametrize("how, said", [("SIGKILL", "killed by SIGKILL"), ("exit", "exited with code 3")])
 def test_dead_loader_worker_is_a_clear_error_not_a_hang(tmp_path, data, how, said):
-    cfg = tiny_config(tmp_path / "c.yaml", tmp_path / "out", data, batch=8, workers=2)
-    script = tmp_path / "w.py"
-    script.write_text(WORKER_SCRIPT.format(root=ROOT, config=cfg, index=9, how=how))
-    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                       env=env())       # a hang would end here in TimeoutExpired
+    r = _run_or_dump(_worker_script(tmp_path, data, f"if i == 9: {DIE[how]}"))
     FIGURES["faults injected"] += 1
     assert r.returncode == 1, r.stdout + r.stderr[-3000:]
     assert "DataError: DataLoader.Train: a data loader worker process died: pid" in r.stdout
     assert said in r.stdout and "num_workers" in r.stdout
+    # noticed by the watch at once, not by paddle's reader thread after 5 s of silence
+    assert "exit unexpectedly" not in r.stderr, r.stderr[-3000:]
+
+
+def test_dead_loader_worker_never_interrupts_the_step(tmp_path, data):
+    """A worker dies while the main process is inside a step (here: sleeping in the loop body).
+    Paddle's SIGCHLD handler would raise in the middle of that step; the error must come from
+    the loader instead, when the loop asks for its next batch."""
+    script = _worker_script(tmp_path, data, "if os.path.exists(FLAG): os.kill(os.getpid(), signal.SIGKILL)",
+                            body="open(FLAG, 'w').close(); time.sleep(3)")
+    r = _run_or_dump(script)
+    FIGURES["faults injected"] += 1
+    assert r.returncode == 1, r.stdout + r.stderr[-3000:]
+    assert "killed by SIGKILL" in r.stdout, r.stdout
+    assert "in the body: False" in r.stdout, r.stdout
+
+
+def test_worker_stuck_in_a_read_does_not_hold_the_exit(tmp_path, data):
+    """The loop stops early (a break) while a worker hangs in a read (a dead network mount):
+    the loop ends after a bounded wait and the worker is ended, where paddle's shutdown would
+    join it for ever."""
+    stuck = tmp_path / "stuck.pid"
+    script = _worker_script(tmp_path, data, f"if os.path.exists(FLAG): open({str(stuck)!r}, 'w').write(str(os.getpid())); "
+                                            f"time.sleep(3600)",
+                            body="open(FLAG, 'w').close(); time.sleep(1); break")
+    r = _run_or_dump(script, timeout=90)
+    FIGURES["faults injected"] += 1
+    assert r.returncode == 0 and "no error" in r.stdout, r.stdout + r.stderr[-3000:]
+    pid = int(stuck.read_text())              # the worker did hang in its read ...
+    assert _gone(pid), f"worker {pid} still runs"      # ... and was ended
+
+
+def _gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"    # a zombie not yet reaped
+    except OSError:
+        return True
 
 
 def test_batch_handoff_failure_is_a_clear_error_not_a_hang(tmp_path, data):
@@ -300,11 +367,7 @@ def test_batch_handoff_failure_is_a_clear_error_not_a_hang(tmp_path, data):
     ftruncate of the shared memory file fail; /dev/shm full or too many open files do the
     same): multiprocessing drops the batch with a printed traceback and Paddle's loader waits
     for it for ever. The worker now exits and the loader says why."""
-    cfg = tiny_config(tmp_path / "c.yaml", tmp_path / "out", data, batch=8, workers=2)
-    script = tmp_path / "w.py"
-    script.write_text(WORKER_SCRIPT.format(root=ROOT, config=cfg, index=-1, how="none"))
-    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                       env=env(), preexec_fn=_file_size_limit(50_000))
+    r = _run_or_dump(_worker_script(tmp_path, data, "pass"), preexec_fn=_file_size_limit(50_000))
     FIGURES["faults injected"] += 1
     assert r.returncode == 1, r.stdout + r.stderr[-3000:]
     assert "could not hand a batch to the main process" in r.stdout, r.stdout

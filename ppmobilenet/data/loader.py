@@ -36,6 +36,7 @@ import paddle
 from .datasets import SampleError, build_dataset
 from .errors import DataError
 from .sampler import ShardedBatchSampler
+from .worker_watch import WorkerWatch, describe_exit, exit_code, quiet_paddle_sigchld, stop_workers
 
 logger = logging.getLogger("ppmobilenet.data")
 
@@ -114,21 +115,9 @@ class ReportingDataLoader(paddle.io.DataLoader):
         self.next_batch = start_batch
 
     def __iter__(self):
-        it = super().__iter__()
         if self.num_workers > 0:
-            _watch_workers(self.mode)
-        return self._batches(it)
-
-    @staticmethod
-    def _shutdown(it):
-        # stop the reader thread / workers now when an epoch ends early (an error, a break),
-        # instead of when the iterator happens to be garbage-collected
-        stop = getattr(it, "_try_shutdown_all", None)
-        if stop is not None:
-            try:
-                stop()
-            except Exception:  # noqa: BLE001 -- best effort; paddle retries in __del__
-                pass
+            quiet_paddle_sigchld()         # before the workers start: see worker_watch.py
+        return self._batches(super().__iter__())
 
     def _raise(self, rec):
         hint = ""
@@ -137,15 +126,15 @@ class ReportingDataLoader(paddle.io.DataLoader):
                     f"and have them reported at the end of the epoch)")
         raise DataError(rec["reason"] + hint)
 
-    def _next(self, it):
+    def _next(self, it, watch):
         """next(it), with a worker process that died (OOM killer, a crash in native code) turned
         into a DataError that says so; paddle reports it as "Blocking queue is killed"."""
         try:
             return next(it)
         except StopIteration:
             raise
-        except Exception as e:  # noqa: BLE001 -- re-raised unless a worker is found dead
-            dead = _dead_workers(it)
+        except Exception:  # noqa: BLE001 -- re-raised unless a worker is found dead
+            dead = (watch.died if watch is not None else []) or _dead_workers(it)
             if not dead:
                 raise
             raise DataError(_worker_died(self.mode, "; ".join(dead))) from None
@@ -153,10 +142,11 @@ class ReportingDataLoader(paddle.io.DataLoader):
     def _batches(self, it):
         self.next_batch = self.batch_sampler.start_batch
         new_bad, seen = [], 0
+        watch = WorkerWatch(it) if self.num_workers > 0 else None
         try:
             while True:
                 try:
-                    images, labels, report = self._next(it)
+                    images, labels, report = self._next(it, watch)
                 except StopIteration:
                     break
                 report = json.loads(report)
@@ -172,7 +162,9 @@ class ReportingDataLoader(paddle.io.DataLoader):
                 seen += report["n"]
                 yield images, labels
         finally:
-            self._shutdown(it)
+            if watch is not None:
+                watch.stop()
+            stop_workers(it)
         if new_bad:
             shown = "\n  ".join(r["reason"] for r in new_bad[:20])
             more = f"\n  ... and {len(new_bad) - 20} more" if len(new_bad) > 20 else ""
@@ -208,36 +200,6 @@ def _handoff_failed(e, obj):
     os._exit(HANDOFF_EXIT)
 
 
-_watched = {"mode": "Train", "installed": False}
-
-
-def _watch_workers(mode):
-    """Paddle's SIGCHLD handler raises SystemError("DataLoader process (pid N) exited is killed
-    by signal: Killed") wherever the main thread happens to be (in the middle of a training
-    step, say). Wrap it once so that the error is a DataError that says what to do."""
-    import signal
-    import threading
-    _watched["mode"] = mode
-    if _watched["installed"] or threading.current_thread() is not threading.main_thread():
-        return
-    paddle_handler = signal.getsignal(signal.SIGCHLD)
-    if not callable(paddle_handler):
-        return
-
-    def handler(signum, frame):
-        try:
-            paddle_handler(signum, frame)
-        except SystemError as e:
-            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            if "DataLoader process" not in text:
-                raise
-            text = text.replace("(Fatal) ", "").split(" (at /")[0].rstrip(". ")
-            raise DataError(_worker_died(_watched["mode"], text)) from None
-
-    signal.signal(signal.SIGCHLD, handler)
-    _watched["installed"] = True
-
-
 def _worker_died(mode, what):
     if re.search(rf"code {HANDOFF_EXIT}\b", what):
         return (f"DataLoader.{mode}: a data loader worker process could not hand a batch to the "
@@ -251,24 +213,11 @@ def _worker_died(mode, what):
 
 def _dead_workers(it):
     """'pid N killed by SIGKILL' for each worker process of a paddle iterator that ended badly."""
-    import signal
     out = []
     for w in getattr(it, "_workers", None) or []:
-        try:
-            w.is_alive()                   # polls the process: sets exitcode when it is gone
-            code = w.exitcode
-        except (ValueError, AssertionError, OSError):
-            continue
-        if code is None or code == 0:
-            continue
-        if code < 0:
-            try:
-                how = f"killed by {signal.Signals(-code).name}"
-            except ValueError:
-                how = f"killed by signal {-code}"
-        else:
-            how = f"exited with code {code}"
-        out.append(f"pid {w.pid} {how}")
+        code = exit_code(w, wait_s=0)
+        if code:
+            out.append(f"pid {w.pid} {describe_exit(code)}")
     return out
 
 
