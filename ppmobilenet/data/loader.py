@@ -36,7 +36,7 @@ import paddle
 from .datasets import SampleError, build_dataset
 from .errors import DataError
 from .sampler import ShardedBatchSampler
-from .worker_watch import WorkerWatch, describe_exit, exit_code, quiet_paddle_sigchld, stop_workers
+from .worker_watch import WorkerWatch, quiet_paddle_sigchld, stop_workers
 
 logger = logging.getLogger("ppmobilenet.data")
 
@@ -134,7 +134,7 @@ class ReportingDataLoader(paddle.io.DataLoader):
         except StopIteration:
             raise
         except Exception:  # noqa: BLE001 -- re-raised unless a worker is found dead
-            dead = (watch.died if watch is not None else []) or _dead_workers(it)
+            dead = watch.dead() if watch is not None else []
             if not dead:
                 raise
             raise DataError(_worker_died(self.mode, "; ".join(dead))) from None
@@ -209,16 +209,6 @@ def _worker_died(mode, what):
     return (f"DataLoader.{mode}: a data loader worker process died: {what}. If the system ran "
             f"out of memory (see `dmesg`), lower DataLoader.{mode}.loader.num_workers, or set it "
             f"to 0 to read in the main process")
-
-
-def _dead_workers(it):
-    """'pid N killed by SIGKILL' for each worker process of a paddle iterator that ended badly."""
-    out = []
-    for w in getattr(it, "_workers", None) or []:
-        code = exit_code(w, wait_s=0)
-        if code:
-            out.append(f"pid {w.pid} {describe_exit(code)}")
-    return out
 
 
 def pop_bad_samples(loader):

@@ -24,17 +24,7 @@ from multiprocessing import connection
 SHUTDOWN_WAIT_S = 10.0
 
 
-def describe_exit(code):
-    """'killed by SIGKILL' / 'exited with code 3' for a multiprocessing exit code."""
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-def exit_code(worker, wait_s=2.0):
+def _exit_code(worker, wait_s=2.0):
     """The worker's exit code once it has exited; None if it still runs after `wait_s`.
     Another thread (Paddle's reader) may reap it first, and its sentinel can be ready a moment
     before the process is waitable: poll until the code is known."""
@@ -47,6 +37,16 @@ def exit_code(worker, wait_s=2.0):
         if worker.exitcode is not None or time.monotonic() >= deadline:
             return worker.exitcode
         time.sleep(0.01)
+
+
+def _death(worker, code):
+    """'pid N killed by SIGKILL' / 'pid N exited with code 3' for a multiprocessing exit code."""
+    if code >= 0:
+        return f"pid {worker.pid} exited with code {code}"
+    try:
+        return f"pid {worker.pid} killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"pid {worker.pid} killed by signal {-code}"
 
 
 class WorkerWatch:
@@ -68,14 +68,19 @@ class WorkerWatch:
                 return
             for sentinel in ready:
                 worker = waiting.pop(sentinel)
-                code = exit_code(worker)
+                code = _exit_code(worker)
                 if code:                       # 0: a normal exit at the end of the epoch
-                    self.died.append(f"pid {worker.pid} {describe_exit(code)}")
+                    self.died.append(_death(worker, code))
             if self.died:
                 it = self._it()
                 if it is not None:
                     it._exit_thread_unexpectedly()     # the main thread's next read fails now
                 return
+
+    def dead(self):
+        """The deaths the watch saw; else the workers found dead now (paddle's reader thread may
+        notice one first and fail the read before the watch has recorded it)."""
+        return self.died or [_death(w, c) for w in self._workers if (c := _exit_code(w, wait_s=0))]
 
     def stop(self):
         os.write(self._wake_w, b"x")
