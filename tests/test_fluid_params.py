@@ -9,9 +9,8 @@ import numpy as np
 import paddle
 import pytest
 
-from ppmobilenet.models.fluid_params import fluid_name_map
-from ppmobilenet.models import (FluidParamsError, MobileNetV1, MobileNetV2, load_fluid_params,
-                                read_fluid_tensor)
+from ppmobilenet.models import MobileNetV1, MobileNetV2
+from ppmobilenet.weights import FluidParamsError, fluid_name_map, load_fluid_params, read_fluid_tensor
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +153,13 @@ def test_released_v1_names_into_the_demo_head_are_refused():
 def test_not_a_directory(tmp_path):
     with pytest.raises(FluidParamsError, match="not a directory of fluid weights"):
         load_fluid_params(seed_model(), str(tmp_path / "nope"))
+
+
+def test_the_models_package_keeps_its_fluid_exports():
+    """`from ppmobilenet.models import load_fluid_params, ...` is a documented contract."""
+    from ppmobilenet import models
+    assert (models.load_fluid_params, models.read_fluid_tensor, models.FluidParamsError) == \
+        (load_fluid_params, read_fluid_tensor, FluidParamsError)
 
 
 def test_float64_tensor_is_cast(weights):

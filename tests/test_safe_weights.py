@@ -1,6 +1,7 @@
 """Safe weights: safetensors with the architecture in its metadata, tools/convert_weights.py
 (checkpoint or fluid-era folder -> .safetensors, never running a pickle's code),
-Global.pretrained_model=*.safetensors, and the warning before a foreign pickle is opened."""
+Global.pretrained_model=*.safetensors, and foreign pickles read as safely as safetensors (no
+warning needed: nothing in them can run)."""
 import json
 import os
 import pickle
@@ -12,13 +13,12 @@ import paddle
 import pytest
 
 from engine_helpers import ROOT, TRAIN, demo_subset, run_tool, tiny_config
-from ppmobilenet.engine.checkpoint import CheckpointError, load_pretrained, save_checkpoint
-from ppmobilenet.engine.safe_weights import (SafeWeightsError, arch_from_metadata,
-                                             load_pickle_weights, read_metadata,
-                                             read_safe_weights, save_safe_weights,
-                                             untrusted_pickle_note, untrusted_pickle_warning)
+from ppmobilenet.engine.checkpoint import save_checkpoint
 from ppmobilenet.errors import PPMobileNetError
-from ppmobilenet.models import build_model_from_arch, load_fluid_params
+from ppmobilenet.models import build_model_from_arch
+from ppmobilenet.weights import (SafeWeightsError, WeightsError, arch_from_metadata, load_fluid_params,
+                                 load_pickle_weights, load_pretrained, read_metadata, read_safe_weights,
+                                 save_safe_weights)
 
 CONVERT = os.path.join(ROOT, "tools", "convert_weights.py")
 ARCH = {"name": "mobilenet_v1", "class_num": 10, "scale": 0.25, "head": "classic"}
@@ -87,7 +87,7 @@ def test_missing_tensor_in_a_foreign_file_is_named_at_load(tmp_path):
     state = {k: v.numpy() for k, v in m.state_dict().items() if k != "fc.weight"}
     path = tmp_path / "foreign.safetensors"
     path.write_bytes(safetensors.numpy.save(state))
-    with pytest.raises(CheckpointError, match=r"foreign\.safetensors[\s\S]*missing: fc\.weight"):
+    with pytest.raises(WeightsError, match=r"foreign\.safetensors[\s\S]*missing: fc\.weight"):
         load_pretrained(model(), str(path))
 
 
@@ -221,33 +221,15 @@ def test_load_pretrained_accepts_safetensors(saved):
     assert rep["skipped"] == ["fc.bias", "fc.weight"]
 
 
-def test_untrusted_pickle_warning_only_outside_the_output_dir(tmp_path):
-    own = tmp_path / "run"
-    own.mkdir()
-    for name in ("latest.pdparams", "x.safetensors"):
-        (own / name).write_bytes(b"x")
-    (tmp_path / "shared.pdparams").write_bytes(b"x")
-    assert untrusted_pickle_warning(own / "latest.pdparams", own) is None
-    assert untrusted_pickle_warning(own / "x.safetensors", None) is None
-    assert untrusted_pickle_note(own / "latest", own) is None          # a prefix: its .pdparams
-    assert untrusted_pickle_note(tmp_path, None) is None                # a fluid-era folder
-    assert untrusted_pickle_note(tmp_path / "shared", own) == \
-        untrusted_pickle_warning(tmp_path / "shared.pdparams", own)
-    msg = untrusted_pickle_warning(tmp_path / "shared.pdparams", own)
-    assert "\n" not in msg and "can run any code" in msg
-    assert f"python tools/convert_weights.py {tmp_path / 'shared.pdparams'} -c <config> --out " \
-           f"{tmp_path / 'shared.safetensors'}" in msg
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "engine-cache"
     return demo_subset(tmp_path_factory.mktemp("safe-data"), str(cache), n_train=64, n_val=32)
 
 
-def test_training_from_safetensors_and_the_pickle_warning(tmp_path, data):
-    """tools/train.py: a foreign .pdparams gets the one-line warning, its .safetensors twin
-    loads without one and gives the same first-epoch weights."""
+def test_training_from_safetensors_and_a_foreign_pickle_alike(tmp_path, data):
+    """tools/train.py: a foreign .pdparams (read by the restricted reader, so no warning) and
+    its .safetensors twin give the same first-epoch weights."""
     shared = tmp_path / "shared"
     m = model()
     shared.mkdir()
@@ -262,21 +244,18 @@ def test_training_from_safetensors_and_the_pickle_warning(tmp_path, data):
         r = run_tool(TRAIN, cfg)
         assert r.returncode == 0, r.stderr[-3000:]
         runs[name] = r.stdout + r.stderr
-    warning = [ln for ln in runs["pickle"].splitlines() if "is a pickle from outside" in ln]
-    assert len(warning) == 1 and "tools/convert_weights.py" in warning[0]
-    assert "is a pickle from outside" not in runs["safe"]
-    assert "[safetensors]" in runs["safe"]
+    assert "is a pickle from outside" not in runs["pickle"] + runs["safe"]
+    assert "[pdparams]" in runs["pickle"] and "[safetensors]" in runs["safe"]
     same(paddle.load(str(tmp_path / "pickle" / "latest.pdparams")),
          paddle.load(str(tmp_path / "safe" / "latest.pdparams")))
-    # resuming from the run's own checkpoint: no warning
     cfg = tmp_path / "safe.yaml"
     r = run_tool(TRAIN, cfg, f"Global.checkpoints={tmp_path / 'safe' / 'latest'}", "Global.epochs=2")
-    assert r.returncode == 0 and "is a pickle from outside" not in r.stdout + r.stderr
+    assert r.returncode == 0 and "resumed from" in r.stdout + r.stderr, r.stderr[-3000:]
 
 
-def test_export_warns_for_a_foreign_pickle_and_takes_safetensors(tmp_path):
-    """tools/export.py: the same weights as a foreign .pdparams (warned about) and as
-    .safetensors (no warning) export to the same inference parameters."""
+def test_export_takes_a_foreign_pickle_and_safetensors_alike(tmp_path):
+    """tools/export.py: the same weights as a foreign .pdparams and as .safetensors export to
+    the same inference parameters, neither with a warning."""
     shared = tmp_path / "shared"
     shared.mkdir()
     paddle.save(model().state_dict(), str(shared / "w.pdparams"))
@@ -291,7 +270,6 @@ def test_export_warns_for_a_foreign_pickle_and_takes_safetensors(tmp_path):
                            capture_output=True, text=True, timeout=600, cwd=ROOT)
         assert r.returncode == 0, r.stderr[-3000:]
         outs[name] = r.stdout + r.stderr
-    assert sum("is a pickle from outside" in ln for ln in outs["w.pdparams"].splitlines()) == 1
-    assert "is a pickle from outside" not in outs["w.safetensors"]
+    assert "is a pickle from outside" not in outs["w.pdparams"] + outs["w.safetensors"]
     assert (tmp_path / "w.pdparams" / "inference.pdiparams").read_bytes() == \
         (tmp_path / "w.safetensors" / "inference.pdiparams").read_bytes()

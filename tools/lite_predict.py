@@ -1,79 +1,54 @@
 #!/usr/bin/env python3
 """Classify images with a Paddle Lite .nb model on an ARM Linux board (or an x86 .nb on a PC).
 
-One file, needing only paddlelite, numpy and Pillow (no paddle, no ppmobilenet): copy it to the
-board beside the model, export_meta.json and labels.txt from tools/export.py, then
+Needs paddlelite, numpy and Pillow, and of ppmobilenet only three small files - no paddle. Copy
+to the board, side by side:
 
+    lite_predict.py                      this file (tools/lite_predict.py)
+    ppmobilenet/__init__.py              (empty of imports)
+    ppmobilenet/io.py                    label files, image lists (standard library only)
+    ppmobilenet/board.py                 image reading, the .nb check, the Lite predictor
+    mobilenet_v1_arm.nb                  from the export folder's lite/ (tools/export.py --lite arm)
+    export_meta.json, labels.txt         from the export folder
+
+then
     python3 lite_predict.py --model mobilenet_v1_arm.nb img1.jpg photos/ list.txt
     python3 lite_predict.py --model mobilenet_v1_arm.nb --meta export_meta.json --topk 3 --json a.png
 
 The preprocessing in export_meta.json (the config's eval transforms) is reimplemented below with
 Pillow + numpy, following paddle.vision.transforms' PIL code path step by step (Resize,
 CenterCrop, ToTensor, Normalize, Transpose); ppmobilenet's tests hold the two to 1e-6.
-The .nb must come from the opt of the same Paddle Lite version as the runtime here.
+The .nb must come from the opt of the same Paddle Lite version as the runtime here, and its
+sha256 must be one export_meta.json records (a damaged or partial copy is refused by name).
 """
 import argparse
 import json
 import os
-import struct
 import sys
 
 import numpy as np
+from PIL import Image
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-LIST_EXTS = (".txt", ".lst", ".list")
+HERE = os.path.dirname(os.path.abspath(__file__))
+if not os.path.isfile(os.path.join(HERE, "ppmobilenet", "board.py")):
+    sys.path.append(os.path.dirname(HERE))       # in the repository: tools/../ppmobilenet
+from ppmobilenet import board  # noqa: E402
+from ppmobilenet.io import list_images, read_json, read_labels  # noqa: E402
 
 
 class LitePredictError(Exception):
     pass
 
 
-# ---------- the .nb file: checked before Lite sees it (Lite aborts the process on a bad one) ----
-
 def check_nb(path):
     """-> opt version string; LitePredictError naming the file if it is missing, not a Lite
-    model, or truncated. Layout (opt 2.13): uint16 meta version, char[16] opt version, uint64
-    topology size, topology, then a 12-byte parameter header (uint16 count at offset 6) and per
-    parameter a uint32 size and its bytes."""
-    if not os.path.isfile(path):
-        raise LitePredictError(f"Lite model {path}: not found")
-    with open(path, "rb") as f:
-        data = f.read()
-    size = len(data)
-    if size < 26:
-        raise LitePredictError(f"Lite model {path}: {size} bytes, too small to be a Paddle Lite .nb model")
-    meta_version, = struct.unpack_from("<H", data, 0)
-    version = data[2:18].split(b"\0", 1)[0].decode("ascii", "replace")
-    if meta_version > 16 or not version.startswith("v") or not version.isprintable():
-        raise LitePredictError(f"Lite model {path}: not a Paddle Lite naive-buffer model "
-                               f"(no opt version in its header)")
-    topo, = struct.unpack_from("<Q", data, 18)
-    off = 26 + topo
-    if off > size:
-        raise LitePredictError(f"Lite model {path}: truncated - its topology needs {off} bytes, "
-                               f"the file has {size}")
-    if meta_version != 2:
-        return version
-    if off + 12 > size:
-        raise LitePredictError(f"Lite model {path}: truncated - the parameter section is missing")
-    count, = struct.unpack_from("<H", data, off + 6)
-    off += 12
-    for i in range(count):
-        if off + 4 > size:
-            raise LitePredictError(f"Lite model {path}: truncated - parameter {i + 1} of {count} is missing")
-        off += 4 + struct.unpack_from("<I", data, off)[0]
-        if off > size:
-            raise LitePredictError(f"Lite model {path}: truncated - parameter {i + 1} of {count} "
-                                   f"needs bytes up to {off}, the file has {size}")
-    if off != size:
-        raise LitePredictError(f"Lite model {path}: {size - off} unexpected bytes after its parameters")
-    return version
+    model, or truncated (Lite itself would abort the process)."""
+    return board.inspect_nb(path, error=LitePredictError)["opt_version"]
 
 
 # ---------- preprocessing: paddle.vision.transforms' PIL path, in Pillow + numpy ----------
 
 def _interp(name):
-    from PIL import Image
     table = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
              "box": Image.BOX, "lanczos": Image.LANCZOS, "hamming": Image.HAMMING}
     if name not in table:
@@ -149,49 +124,8 @@ def preprocess(img, ops):
 
 
 def load_image(path):
-    """RGB PIL image as ppmobilenet.data.load_image makes it: EXIF rotation applied; grayscale,
-    16-bit, palette, alpha and CMYK images converted."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-    if not os.path.isfile(path):
-        raise LitePredictError(f"image {path}: not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # convert("RGB") would clip
-                arr = np.asarray(im, dtype=np.float64)
-                top = 65535.0 if im.mode.startswith("I") and arr.max() > 255 else 255.0
-                im = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), mode="L")
-            if im.mode == "P" and "transparency" in im.info:
-                im = im.convert("RGBA")
-            return im if im.mode == "RGB" else im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise LitePredictError(f"image {path}: not a readable image ({e})") from None
-
-
-def list_images(inputs):
-    found = []
-    for path in inputs:
-        if os.path.isdir(path):
-            names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTS))
-            if not names:
-                raise LitePredictError(f"input folder {path}: no images in it")
-            found += [os.path.join(path, n) for n in names]
-        elif path.lower().endswith(LIST_EXTS):
-            base = os.path.dirname(os.path.abspath(path))
-            if not os.path.isfile(path):
-                raise LitePredictError(f"list file {path}: not found")
-            with open(path, encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    if line.strip() and not line.startswith("#"):
-                        item = line.split()[0]
-                        full = item if os.path.isabs(item) else os.path.join(base, item)
-                        if not os.path.isfile(full):
-                            raise LitePredictError(f"list file {path}, line {lineno}: image {full} not found")
-                        found.append(full)
-        else:
-            found.append(path)
-    return found
+    """RGB PIL image as ppmobilenet.data.load_image makes it (the same code: ppmobilenet.board)."""
+    return board.load_image(path, LitePredictError)
 
 
 # ---------- meta, labels, predictor ----------
@@ -205,50 +139,19 @@ def find_meta(model, meta):
                       os.path.join(os.path.dirname(here), "export_meta.json")]
     for path in candidates:
         if os.path.isfile(path):
-            try:
-                with open(path, encoding="utf-8") as f:
-                    return path, json.load(f)
-            except ValueError as e:
-                raise LitePredictError(f"{path}: not valid JSON ({e})") from None
+            return path, read_json(path, "export_meta.json", LitePredictError)
     raise LitePredictError(f"export_meta.json not found (looked at {', '.join(candidates)}); "
                            f"copy it from the export folder or pass --meta")
 
 
-def read_labels(path, class_num):
-    names = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.strip().split(None, 1)
-            try:
-                names[int(parts[0])] = parts[1] if len(parts) > 1 else parts[0]
-            except ValueError:
-                raise LitePredictError(f"label file {path}, line {lineno}: expected `id name`") from None
-    if sorted(names) != list(range(len(names))) or (class_num and len(names) != class_num):
-        raise LitePredictError(f"label file {path}: {len(names)} labels (ids must run 0..n-1) but "
-                               f"the model has {class_num} classes")
-    return [names[i] for i in range(len(names))]
-
-
-def create_predictor(model, threads):
-    from paddlelite.lite import MobileConfig, create_paddle_predictor, Opt
+def create_predictor(model, threads, meta, meta_path):
+    """The .nb checked (layout, opt version, sha256 against export_meta.json), then loaded."""
     version = check_nb(model)
-    runtime = Opt().version() if hasattr(Opt, "version") else None
-    if runtime and runtime != version:
-        raise LitePredictError(f"Lite model {model} was written by opt {version}; this runtime is "
-                               f"Paddle Lite {runtime}. Convert with the opt of the runtime's version.")
-    config = MobileConfig()
-    config.set_model_from_file(model)
-    if hasattr(config, "set_threads"):  # ARM builds have it; the x86 wheel does not
-        config.set_threads(threads)
-    return create_paddle_predictor(config)
-
-
-def predict(predictor, batch):
-    predictor.get_input(0).from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-    predictor.run()
-    return predictor.get_output(0).numpy().copy()
+    mismatch = board.version_mismatch(model, version, board.lite_version())
+    if mismatch:
+        raise LitePredictError(mismatch)
+    board.verify_model_file(model, meta, meta_path, error=LitePredictError)
+    return board.lite_predictor(model, threads)
 
 
 def main(argv=None):
@@ -270,20 +173,19 @@ def main(argv=None):
         class_num = (meta.get("model") or {}).get("class_num")
         labels_path = args.labels or (meta.get("labels") and
                                       os.path.join(os.path.dirname(meta_path), meta["labels"]))
-        labels = read_labels(labels_path, class_num) if labels_path and os.path.isfile(labels_path) else None
+        labels = read_labels(labels_path, class_num, error=LitePredictError) \
+            if labels_path and os.path.isfile(labels_path) else None
         if args.labels and labels is None:
             raise LitePredictError(f"label file {args.labels}: not found")
-        images = list_images(args.inputs)
-        predictor = create_predictor(args.model, args.threads)
+        images = list_images(args.inputs, error=LitePredictError)
+        predictor = create_predictor(args.model, args.threads, meta, meta_path)
         results = []
         for i in range(0, len(images), args.batch_size):
             chunk = images[i:i + args.batch_size]
-            out = predict(predictor, np.stack([preprocess(load_image(x), ops) for x in chunk]))
-            for path, row in zip(chunk, out):
-                top = np.argsort(-row, kind="stable")[:args.topk]
-                results.append({"image": path, "topk": [
-                    {"class_id": int(c), "label": labels[c] if labels else None,
-                     "score": float(row[c])} for c in top]})
+            batch = np.stack([preprocess(load_image(x), ops) for x in chunk])
+            out = board.lite_run(predictor, batch)
+            results += [{"image": path, "topk": top}
+                        for path, top in zip(chunk, board.topk_rows(out, args.topk, labels))]
     except LitePredictError as e:
         print(f"lite_predict: error: {e}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from ..io import cache_root, replace_atomic, write_labels
 from .errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -24,10 +25,6 @@ DEMO_VERSION = 1
 SPLIT_SEED = 0
 VAL_FRACTION = 0.2
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-
-
-def default_cache_dir():
-    return os.environ.get("PPMOBILENET_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ppmobilenet")
 
 
 def stratified_split(labels, val_fraction=VAL_FRACTION, seed=SPLIT_SEED):
@@ -80,8 +77,7 @@ def _write_set(tmp, image_size):
             lines.append(f"{rel} {label}\n")
         with open(os.path.join(tmp, f"{split}_list.txt"), "w", encoding="utf-8") as f:
             f.writelines(lines)
-    with open(os.path.join(tmp, "labels.txt"), "w", encoding="utf-8") as f:
-        f.writelines(f"{i} {name}\n" for i, name in enumerate(DIGIT_NAMES))
+    write_labels(os.path.join(tmp, "labels.txt"), DIGIT_NAMES)
     with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:   # written last
         json.dump({"version": DEMO_VERSION, "image_size": image_size, "num_train": len(train),
                    "num_val": len(val), "split_seed": SPLIT_SEED, "source": "sklearn.datasets.load_digits"},
@@ -112,7 +108,7 @@ def _remove_stale_temps(cache_dir, max_age_s=3600):
 
 def prepare_demo_digits(cache_dir=None, image_size=64):
     """Write the digits once (atomically) and return {root, train_list, val_list, label_file}."""
-    cache_dir = cache_dir or default_cache_dir()
+    cache_dir = cache_dir or cache_root()
     image_size = int(image_size)
     root = os.path.join(cache_dir, "demo_digits" if image_size == 64 else f"demo_digits_{image_size}")
     if _meta_ok(root, image_size):
@@ -126,7 +122,7 @@ def prepare_demo_digits(cache_dir=None, image_size=64):
         # not ours or an older layout (it was never half-written: we rename complete folders)
         logger.warning("replacing %s: it lacks a matching meta.json", root)
         trash = tempfile.mkdtemp(prefix=f".demo_digits-tmp-{os.getpid()}-old-", dir=cache_dir)
-        os.replace(root, os.path.join(trash, "old"))
+        replace_atomic(root, os.path.join(trash, "old"))
         shutil.rmtree(trash, ignore_errors=True)
     tmp = tempfile.mkdtemp(prefix=f".demo_digits-tmp-{os.getpid()}-", dir=cache_dir)
     try:

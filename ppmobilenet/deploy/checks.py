@@ -2,6 +2,7 @@
 import numpy as np
 
 from .errors import CheckFailed
+from .predictors import PaddlePredictor
 
 LITE_TOL = 1e-4
 ONNX_TOL = 1e-5
@@ -40,7 +41,6 @@ def compare(ref, got, tol, what):
 
 
 def check_against_paddle(export_dir, predictor, sample, tol, what, log=print):
-    from .predictors import PaddlePredictor
     ref = PaddlePredictor(export_dir).predict(sample)
     got = predictor.predict_batches([sample])[0]
     report = compare(ref, got, tol, what)

@@ -1,17 +1,7 @@
 """Images -> top-k predictions with label names, through any predictor."""
-import numpy as np
-
+from ..board import topk_rows
 from .errors import DeployError
 from .preprocess import batches
-
-
-def topk_rows(outputs, k, labels=None):
-    rows = []
-    for row in outputs:
-        top = np.argsort(-row, kind="stable")[:k]
-        rows.append([{"class_id": int(c), "label": labels[c] if labels else None,
-                      "score": float(row[c])} for c in top])
-    return rows
 
 
 def classify(predictor, paths, preprocess, batch_size=8, topk=5, labels=None):

@@ -14,12 +14,17 @@ keep a few levels. Quantizing that one layer alone cost the trained demo model 2
 points of top-1; keeping both layers float costs nothing measurable (docs/benchmarks.md), and
 they are ~2.5% of MobileNetV1 x1.0's MACs.
 """
+import copy
 import os
 import tempfile
 
 import numpy as np
 
+from ..cpu import cpu_flags
+from ..data import build_dataset
+from ..io import replace_atomic
 from .errors import DeployError
+from .preprocess import transform_ops
 
 INT8_FILE = "inference_int8.onnx"
 MIN_CALIBRATION = 100
@@ -30,7 +35,6 @@ OP_TYPES = ("Conv", "Relu", "Clip", "Add")
 def has_vnni():
     """u8 x s8 products can saturate in the int8 kernels of CPUs without VNNI; there the
     weights use 7 bits (reduce_range), as onnxruntime recommends."""
-    from ppmobilenet.cpu import cpu_flags
     return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
@@ -101,7 +105,7 @@ def quantize_onnx(onnx_file, images, out_file=None, per_channel=True, batch=16, 
                         reduce_range=not has_vnni(), activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        os.replace(staged, out_file)
+        replace_atomic(staged, out_file)
     except DeployError:
         raise
     except Exception as e:  # onnxruntime.quantization raises assorted types
@@ -120,9 +124,6 @@ def quantize_onnx(onnx_file, images, out_file=None, per_channel=True, batch=16, 
 def calibration_images(cfg, count=DEFAULT_CALIBRATION):
     """`count` images of the config's training set (DataLoader.Train.dataset), evenly spaced so
     every class shows up, preprocessed with the eval transforms (what the deployed model sees)."""
-    import copy
-    from ppmobilenet.data import build_dataset
-    from .preprocess import transform_ops
     count = int(count)
     if count < MIN_CALIBRATION:
         raise DeployError(f"INT8 calibration needs at least {MIN_CALIBRATION} images, got {count}")

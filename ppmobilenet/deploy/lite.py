@@ -8,13 +8,19 @@ import tempfile
 
 import numpy as np
 
+from .. import board
+from ..io import replace_atomic
 from .errors import DeployError
 from .lite_env import find_lite_python
 from .meta import LEGACY_FILES, read_meta, require_files, write_meta
-from .nbfile import inspect_nb
 
 TARGETS = ("arm", "x86")
 QUANT_TYPES = ("QUANT_INT8", "QUANT_INT16")
+
+
+def inspect_nb(path):
+    """ppmobilenet.board.inspect_nb (the layout of a .nb, checked), its errors a DeployError."""
+    return board.inspect_nb(path, error=DeployError)
 
 
 def parse_targets(targets):
@@ -47,7 +53,7 @@ def convert_lite(export_dir, targets, runtime=None, lite_python=None, quant_type
     if quant_type and quant_type not in QUANT_TYPES:
         raise DeployError(f"quant_type {quant_type!r}: choose from {', '.join(QUANT_TYPES)}")
     require_files(export_dir, LEGACY_FILES)
-    meta = read_meta(export_dir)
+    meta = read_meta(export_dir, verify=False)   # it re-records the folder
     runtime = runtime or find_lite_python(lite_python)
     lite_dir = os.path.join(export_dir, "lite")
     done = {}
@@ -67,7 +73,7 @@ def convert_lite(export_dir, targets, runtime=None, lite_python=None, quant_type
                     "the quantised arm .nb can only be checked on the device")
             result = runtime.run(args)
             info = inspect_nb(result["nb"])
-            os.replace(result["nb"], final)
+            replace_atomic(result["nb"], final)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         log(f"lite: {target} -> {final} ({info['bytes']} bytes, {info['params']} params, "
@@ -87,10 +93,9 @@ def run_lite(nb, batches, runtime=None, lite_python=None):
     outputs. The file is checked first: Lite aborts on a truncated or foreign one."""
     info = inspect_nb(nb)
     runtime = runtime or find_lite_python(lite_python)
-    if runtime.lite_version and info["opt_version"] != runtime.lite_version:
-        raise DeployError(f"Lite model {nb} was written by opt {info['opt_version']} but the "
-                          f"runtime is Paddle Lite {runtime.lite_version}; they must match "
-                          f"(reconvert with the runtime's opt)")
+    mismatch = board.version_mismatch(nb, info["opt_version"], runtime.lite_version)
+    if mismatch:
+        raise DeployError(mismatch)
     tmp = tempfile.mkdtemp(prefix="ppmobilenet-lite-run-")
     try:
         inputs, outputs = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")

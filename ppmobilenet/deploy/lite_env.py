@@ -5,7 +5,8 @@ runs on newer Pythons; so Lite usually runs in a second interpreter. Search orde
   1. the interpreter named explicitly (--lite-python / Export.lite_python),
   2. $PPMOBILENET_LITE_PYTHON,
   3. this interpreter, if paddlelite imports here,
-  4. the project's provisioned venv ($PPMOBILENET_LITE_VENV or ~/.cache/ppmobilenet/lite-venv).
+  4. the project's provisioned venv ($PPMOBILENET_LITE_VENV or <cache root>/lite-venv, the cache
+     root being $PPMOBILENET_CACHE or ~/.cache/ppmobilenet).
 A named interpreter that does not work is an error, never silently replaced by another.
 """
 import json
@@ -16,6 +17,7 @@ import sys
 import tempfile
 from importlib.util import find_spec
 
+from ..io import atomic_write_text, cache_root
 from .errors import DeployError, LiteUnavailable
 
 LITE_REQUIREMENTS = ("paddlelite==2.13rc0", "numpy<2", "Pillow")
@@ -25,8 +27,7 @@ READY_MARKER = ".ppmobilenet-lite-ready"
 
 
 def default_venv_dir():
-    return os.environ.get("PPMOBILENET_LITE_VENV") or os.path.join(
-        os.path.expanduser("~"), ".cache", "ppmobilenet", "lite-venv")
+    return os.environ.get("PPMOBILENET_LITE_VENV") or os.path.join(cache_root(), "lite-venv")
 
 
 def venv_python(venv_dir):
@@ -197,7 +198,6 @@ def provision(venv_dir=None, base_python=None, log=print):
         raise DeployError(f"provisioning {venv_dir} failed: `{' '.join(e.cmd)}` exited "
                           f"{e.returncode} (see its output above)") from None
     rt = probe(python, f"the new venv {venv_dir}")
-    with open(os.path.join(venv_dir, READY_MARKER), "w") as f:
-        f.write(f"{rt.lite_version}\n")
+    atomic_write_text(os.path.join(venv_dir, READY_MARKER), f"{rt.lite_version}\n")
     log(f"lite venv ready: Paddle Lite {rt.lite_version}, Python {rt.python_version}")
     return rt

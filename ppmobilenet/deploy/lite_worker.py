@@ -1,6 +1,7 @@
 """Runs inside the Paddle Lite interpreter (Python <= 3.10 with paddlelite, numpy<2): opt and
-predict on arrays. Needs only the standard library, numpy and paddlelite - no paddle, no
-ppmobilenet - because it is started as a script by another interpreter (ppmobilenet.deploy.lite).
+predict on arrays. Needs the standard library, numpy, Pillow and paddlelite, and of ppmobilenet
+only io.py and board.py (no paddle): it is started as a script by another interpreter
+(ppmobilenet.deploy.lite_env).
 
 It runs in a child process on purpose: Lite aborts the whole process on a bad model file and opt
 can segfault on an op it cannot convert; the parent turns that into a readable error.
@@ -10,27 +11,25 @@ can segfault on an op it cannot convert; the parent turns that into a readable e
     python lite_worker.py run --nb F.nb --inputs in.npz --outputs out.npz --result R.json
 """
 import argparse
-import json
 import os
 import sys
 
+import numpy as np
 
-def _write_result(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
+# Started as a script, this folder is sys.path[0], not the one holding the ppmobilenet package.
+# Appended, not prepended: this interpreter's own numpy and paddlelite must win.
+sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from ppmobilenet.board import lite_predictor, lite_run, lite_version  # noqa: E402
+from ppmobilenet.io import atomic_output, atomic_write_json  # noqa: E402
 
 
 def cmd_version(args):
-    import numpy
-    from paddlelite.lite import Opt
-    return {"lite_version": Opt().version(), "python": sys.executable,
-            "python_version": "%d.%d.%d" % sys.version_info[:3], "numpy": numpy.__version__}
+    return {"lite_version": lite_version(), "python": sys.executable,
+            "python_version": "%d.%d.%d" % sys.version_info[:3], "numpy": np.__version__}
 
 
 def cmd_opt(args):
-    from paddlelite.lite import Opt
+    from paddlelite.lite import Opt          # only Lite's interpreter has it
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)  # opt fails silently-ish without its output folder
     opt = Opt()
@@ -52,20 +51,11 @@ def cmd_opt(args):
 
 
 def cmd_run(args):
-    import numpy as np
-    from paddlelite.lite import MobileConfig, create_paddle_predictor
-    config = MobileConfig()
-    config.set_model_from_file(args.nb)
-    predictor = create_paddle_predictor(config)
-    outputs = {}
+    predictor = lite_predictor(args.nb)
     with np.load(args.inputs) as inputs:
-        for key in sorted(inputs.files):
-            predictor.get_input(0).from_numpy(np.ascontiguousarray(inputs[key], dtype="float32"))
-            predictor.run()
-            outputs[key] = predictor.get_output(0).numpy().copy()
-    tmp = args.outputs + ".tmp.npz"
-    np.savez(tmp, **outputs)
-    os.replace(tmp, args.outputs)
+        outputs = {key: lite_run(predictor, inputs[key]) for key in sorted(inputs.files)}
+    with atomic_output(args.outputs, suffix=".npz") as tmp:
+        np.savez(tmp, **outputs)
     return {"batches": len(outputs)}
 
 
@@ -88,7 +78,7 @@ def main(argv=None):
         s.add_argument("--result", required=True, help="JSON file the result is written to")
     args = p.parse_args(argv)
     result = {"version": cmd_version, "opt": cmd_opt, "run": cmd_run}[args.cmd](args)
-    _write_result(args.result, result)
+    atomic_write_json(args.result, result)
 
 
 if __name__ == "__main__":

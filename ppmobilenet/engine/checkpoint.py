@@ -1,49 +1,51 @@
-"""Checkpoints (`<prefix>.pdparams/.pdopt/.pdstates[/.pdema]`), exact resume and pretrained weights.
+"""Training-state sets (`<prefix>.pdparams/.pdopt/.pdstates[/.pdema]`) for exact resume.
+Bare weights (Global.pretrained_model, export, conversion) are ppmobilenet.weights' job.
 
 Saving a set: every file is first written in full to `<file>.tmp.<pid>` in the same folder and
-fsynced, .pdstates last; then they are moved into place with os.replace, .pdstates last. The
+fsynced, .pdstates last; then they are moved into place (ppmobilenet.io.replace_atomic), .pdstates last. The
 .pdstates holds a CRC32 of each companion file and ends with a CRC32 trailer of its own, so:
 - a kill while the temp files are written leaves the previous set whole (it is still in place);
 - a kill between two renames leaves a mixed set, which the next load detects by CRC and
   completes from the temp files the save had fully written (roll forward);
 - a damaged or foreign file in a set is refused by CRC, naming the file.
 A failed write (full disk) removes its temp files and raises CheckpointError naming the file.
+
+Nothing in a set can run code when it is read. The .pdstates is JSON (state_json.py); the
+.pdparams / .pdopt / .pdema stay paddle.save pickles, since paddle.load, PaddleClas and
+paddle.vision read them, and hold only arrays and plain values, so they are read by the
+restricted pickle reader (ppmobilenet.weights.pickle_reader), as is the pickle .pdstates of
+earlier versions. A file asking for anything else is refused, naming it and what it asked for.
 """
 import glob
-import io
 import os
 import re
 import sys
 import time
-import warnings
 import zlib
 
+import numpy as np
 import paddle
 
 from ..errors import PPMobileNetError
-from ..models import FluidParamsError, load_fluid_params
+from ..io import fsync_file, remove_quietly, replace_atomic
+from ..weights import WeightsError, load_strict, strip_suffix
+from ..weights import load_pretrained, pretrained_file  # noqa: F401 -- temporary re-export: trainer, evaluation, tests
+from ..weights.paths import CHECKPOINT_SUFFIXES as SUFFIXES
+from ..weights.pickle_reader import RNG_STATE, Opaque, load_pickle_bytes, load_pickle_weights
+from .state_json import StateFormatError, generator_state
+from .state_json import dumps as states_to_json, loads as states_from_json
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1      # of the states' contents; JSON or pickle is told by the first byte
 PARTS = (".pdparams", ".pdopt", ".pdema")
-SUFFIXES = PARTS + (".pdstates",)
 # Test hook: seconds to sleep after the temp files are written and before they are renamed, so
 # a test can kill the process in the middle of a save. Unset in normal use.
 PAUSE_ENV = "PPMOBILENET_SAVE_PAUSE"
-# .pdstates ends with this line; pickle readers (paddle.load) stop before it
+# .pdstates ends with this line (a pickle .pdstates of earlier versions too)
 TRAILER = re.compile(rb"\nPPMOBILENET-CRC32 ([0-9a-f]{8})\n$")
 
 
-class CheckpointError(ValueError, PPMobileNetError):
-    """A checkpoint or pretrained file that cannot be used; the message names the file."""
-
-
-def strip_suffix(path):
-    """`out/latest.pdparams` and `out/latest` both name the prefix `out/latest`."""
-    path = os.fspath(path)
-    for s in SUFFIXES:
-        if path.endswith(s):
-            return path[: -len(s)]
-    return path
+# One error type for every weights file, a checkpoint set's problems included.
+CheckpointError = WeightsError
 
 
 def _crc(path):
@@ -55,44 +57,29 @@ def _crc(path):
 
 
 def _write(obj, path, final):
-    """paddle.save + fsync to `path`; .pdstates get their CRC trailer. OSError -> CheckpointError
-    naming `final` (the file the temp stands for)."""
+    """paddle.save + fsync to `path`; a .pdstates is JSON with its CRC trailer. OSError ->
+    CheckpointError naming `final` (the file the temp stands for)."""
     try:
         if final.endswith(".pdstates"):
-            buf = io.BytesIO()
-            paddle.save(obj, buf)
-            data = buf.getvalue()
+            data = states_to_json(obj).encode("utf-8")
             data += b"\nPPMOBILENET-CRC32 %08x\n" % (zlib.crc32(data) & 0xFFFFFFFF)
             with open(path, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
         else:
             paddle.save(obj, path)
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        fsync_file(path)
     except OSError as e:
-        _remove(path)
+        remove_quietly(path)
         raise CheckpointError(f"cannot save {final}: {e.strerror or e}") from None
 
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
 def atomic_save(obj, path):
-    """Write one file through `<path>.tmp.<pid>` and os.replace: readers see the old file or
-    the new one (a .pdstates also gets its CRC trailer)."""
+    """Write one file through `<path>.tmp.<pid>`, then move it into place: readers see the old
+    file or the new one (a .pdstates also gets its CRC trailer)."""
     path = os.fspath(path)
     tmp = f"{path}.tmp.{os.getpid()}"
     _write(obj, tmp, path)
-    os.replace(tmp, path)
+    replace_atomic(tmp, path)
 
 
 def _pid_alive(pid):
@@ -121,7 +108,7 @@ def _temps(prefix):
 def _clean_stale_temps(prefix):
     for files in _temps(prefix).values():
         for tmp in files.values():
-            _remove(tmp)
+            remove_quietly(tmp)
 
 
 def save_checkpoint(prefix, model, optimizer=None, states=None, ema=None):
@@ -154,7 +141,7 @@ def save_checkpoint(prefix, model, optimizer=None, states=None, ema=None):
         _write(states, temps[".pdstates"], prefix + ".pdstates")
     except BaseException:
         for tmp in temps.values():
-            _remove(tmp)
+            remove_quietly(tmp)
         raise
     pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
     if pause > 0:
@@ -167,10 +154,10 @@ def save_checkpoint(prefix, model, optimizer=None, states=None, ema=None):
 def _finish(prefix, temps, parts):
     for suffix in parts + [".pdstates"]:  # .pdstates last: it vouches for the others
         if suffix in temps:
-            os.replace(temps[suffix], prefix + suffix)
+            replace_atomic(temps[suffix], prefix + suffix)
     # a set without EMA must not keep an older set's .pdema beside it
     if ".pdema" not in parts:
-        _remove(prefix + ".pdema")
+        remove_quietly(prefix + ".pdema")
 
 
 def _state(obj):
@@ -251,10 +238,7 @@ def _read_states_file(path, where):
         if zlib.crc32(data) & 0xFFFFFFFF != int(m.group(1), 16):
             raise CheckpointError(f"{where}: {path} is damaged (CRC of its contents does not "
                                   "match its trailer)")
-    try:
-        states = paddle.load(io.BytesIO(data))
-    except Exception as e:  # truncated or foreign file
-        raise CheckpointError(f"{where}: cannot read {path}: {e}") from None
+    states = _parse_states(data, path, where)
     if not isinstance(states, dict) or "format_version" not in states:
         raise CheckpointError(f"{where}: {path} is not a ppmobilenet training state "
                               "(no format_version); use Global.pretrained_model for bare weights")
@@ -262,6 +246,39 @@ def _read_states_file(path, where):
         raise CheckpointError(f"{where}: {path} has format version {states['format_version']}, "
                               f"newer than this ppmobilenet understands ({FORMAT_VERSION})")
     return states
+
+
+def _parse_states(data, path, where):
+    """The bytes of a .pdstates (trailer removed) -> its object: JSON, or the pickle of earlier
+    versions read by the restricted reader, paddle's RNG states rebuilt from their plain data."""
+    if data[:1] == b"\x80":                        # a pickle (protocol 2 or later)
+        try:
+            return _rebuild_rng(load_pickle_bytes(data, path, opaque=RNG_STATE))
+        except (WeightsError, StateFormatError) as e:
+            raise CheckpointError(f"{where}: {e}" if str(e).startswith(path) else
+                                  f"{where}: {path}: {e}") from None
+    try:
+        return states_from_json(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{where}: {path} is neither JSON nor a paddle pickle: not a "
+                              "training state") from None
+    except StateFormatError as e:
+        raise CheckpointError(f"{where}: {path} is not a valid training state ({e})") from None
+
+
+def _rebuild_rng(obj):
+    """The inert stand-ins of GeneratorState in a pickle .pdstates -> real ones, checked."""
+    if isinstance(obj, Opaque):
+        state = obj.state
+        if not (isinstance(state, tuple) and len(state) == 4 and isinstance(state[3], list)
+                and all(isinstance(b, int) and 0 <= b < 128 for b in state[3])):
+            raise StateFormatError("a paddle RNG state that is not (device, seed, offset, text)")
+        return generator_state(state[0], state[1], state[2], bytes(state[3]).decode("ascii"))
+    if isinstance(obj, dict):
+        return {k: _rebuild_rng(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_rebuild_rng(v) for v in obj)
+    return obj
 
 
 def _load_set(prefix, where):
@@ -281,15 +298,17 @@ def _load_set(prefix, where):
     return states
 
 
-def _roll_forward(prefix):
+def _roll_forward(prefix, refused):
     """Complete a save that was killed between its renames: its temp files were fully written,
-    and its temp .pdstates vouches for them. Returns True when a set was completed."""
+    and its temp .pdstates vouches for them. Returns True when a set was completed; `refused`
+    gets the reason for each temp .pdstates that could not be read."""
     for pid, temps in sorted(_temps(prefix).items(), reverse=True):
         if ".pdstates" not in temps:
             continue
         try:
             states = _read_states_file(temps[".pdstates"], "roll forward")
-        except CheckpointError:
+        except CheckpointError as e:
+            refused.append(str(e))
             continue
         files = states.get("files", {})
         if all(_crc(temps.get(suffix, prefix + suffix)) == crc
@@ -308,9 +327,13 @@ def read_states(prefix, key="Global.checkpoints"):
     where = f"{key}={prefix}"
     try:
         return _load_set(prefix, where)
-    except CheckpointError:
-        if not _roll_forward(prefix):
-            raise
+    except CheckpointError as e:
+        refused = []
+        if not _roll_forward(prefix, refused):
+            if not refused:
+                raise
+            raise CheckpointError("\n  ".join([str(e), "the temp files of an interrupted save "
+                                                "could not complete it:", *refused])) from None
     return _load_set(prefix, where)
 
 
@@ -318,7 +341,8 @@ def load_checkpoint(prefix, model, optimizer=None, ema=None, key="Global.checkpo
     """Restore weights, optimizer and EMA from a set written by save_checkpoint; returns states."""
     prefix = strip_suffix(prefix)
     states = read_states(prefix, key)
-    _set_strict(model, _load_file(prefix + ".pdparams", key), prefix + ".pdparams", key)
+    load_strict(model, _load_file(prefix + ".pdparams", key),
+                f"{key}={prefix}.pdparams: the weights do not fit the model built from Arch:")
     if optimizer is not None:
         if ".pdopt" not in states["files"]:
             raise CheckpointError(f"{key}={prefix}: {prefix}.pdopt is missing; cannot resume "
@@ -329,7 +353,8 @@ def load_checkpoint(prefix, model, optimizer=None, ema=None, key="Global.checkpo
             raise CheckpointError(f"{key}={prefix}: {prefix}.pdopt: {e}") from None
         # the lr schedule is rebuilt from the config and replayed by the trainer (it follows a
         # changed Global.epochs / Optimizer.lr); the stored one would override it
-        if "LR_Scheduler" in opt_state and hasattr(optimizer._learning_rate, "state_dict"):
+        # (also when the stored state has none: paddle asserts on a missing one)
+        if hasattr(optimizer._learning_rate, "state_dict"):
             opt_state["LR_Scheduler"] = optimizer._learning_rate.state_dict()  # keep it as is
         optimizer.set_state_dict(opt_state)
     if ema is not None and ".pdema" in states["files"]:
@@ -338,112 +363,24 @@ def load_checkpoint(prefix, model, optimizer=None, ema=None, key="Global.checkpo
 
 
 def _load_file(path, key):
+    """A .pdparams / .pdopt / .pdema of a set, read by the restricted reader -> its dict, the
+    arrays as Tensors (what paddle.load gives and optimizer.set_state_dict expects)."""
     try:
-        return paddle.load(path)
-    except Exception as e:
-        raise CheckpointError(f"{key}={strip_suffix(path)}: cannot read {path}: {e}") from None
-
-
-def _set_strict(model, state, path, key):
-    """set_state_dict that refuses missing, unexpected or mis-shaped tensors, naming them."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    misshaped = [f"{k} {list(state[k].shape)} (model: {list(own[k].shape)})"
-                 for k in own if k in state and list(state[k].shape) != list(own[k].shape)]
-    if missing or unexpected or misshaped:
-        lines = [f"{key}={path}: the weights do not fit the model built from Arch:"]
-        lines += [f"  missing: {', '.join(missing)}"] if missing else []
-        lines += [f"  unexpected: {', '.join(unexpected)}"] if unexpected else []
-        lines += [f"  mis-shaped: {m}" for m in misshaped]
-        raise CheckpointError("\n".join(lines))
-    model.set_state_dict(state)
-
-
-def _classifier_keys(keys):
-    return {k for k in keys if k.startswith(("fc.", "class_conv."))}
-
-
-def load_pretrained(model, path, skip_classifier_on_mismatch=True, key="Global.pretrained_model"):
-    """Load weights for fine-tuning or evaluation.
-
-    path: a .pdparams / .pdema / .safetensors file (.pdparams may be left out) or a fluid-era
-    directory of one file per parameter (the released `<Model>_pretrained` folders, or the
-    demo's save_persistables output). When only the classifier's shapes differ (another class count)
-    and skip_classifier_on_mismatch is set, the classifier keeps its fresh weights and the
-    report says so. Returns {"source", "format", "loaded", "skipped", "message"}.
-    """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        return _load_fluid_dir(model, path, skip_classifier_on_mismatch, key)
-    file = pretrained_file(path, key)
-    fmt = "pdparams"
-    if file.endswith(".safetensors"):
-        from .safe_weights import read_safe_weights  # its errors name the file
-        state, _ = read_safe_weights(file)
-        fmt = "safetensors"
-    else:
-        try:
-            state = paddle.load(file)
-        except Exception as e:
-            raise CheckpointError(f"{key}={path}: cannot read {file}: {e}") from None
+        state = load_pickle_weights(path)
+    except WeightsError as e:
+        raise CheckpointError(f"{key}={strip_suffix(path)}: {e}") from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{key}={path}: {file} does not hold a state dict")
-    own = model.state_dict()
-    bad = {k for k in own if k in state and list(state[k].shape) != list(own[k].shape)}
-    skipped = []
-    heads = _classifier_keys(own)
-    if bad and skip_classifier_on_mismatch and bad <= heads:
-        skipped = sorted(k for k in heads if k in state)
-        state = {k: v for k, v in state.items() if k not in heads}
-        own_rest = {k: v for k, v in own.items() if k not in heads}
-        missing = sorted(set(own_rest) - set(state))
-    else:
-        missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected or (bad and not skipped):
-        lines = [f"{key}={path}: the weights in {file} do not fit the model built from Arch:"]
-        lines += [f"  missing: {', '.join(missing)}"] if missing else []
-        lines += [f"  unexpected: {', '.join(unexpected)}"] if unexpected else []
-        lines += [f"  mis-shaped: {k} {list(state[k].shape)} (model: {list(own[k].shape)})"
-                  for k in sorted(bad) if not skipped]
-        raise CheckpointError("\n".join(lines))
-    with warnings.catch_warnings():  # "Skip loading for fc.weight": reported below instead
-        warnings.simplefilter("ignore")
-        model.set_state_dict(state)
-    return _report(file, fmt, len(state), skipped)
+        raise CheckpointError(f"{key}={strip_suffix(path)}: {path} does not hold a state dict")
+    state.pop("StructuredToParameterName@@", None)
+    return _as_tensors(state)
 
 
-def pretrained_file(path, key="Global.pretrained_model"):
-    """The file Global.pretrained_model names: `path` itself, or `path`.pdparams."""
-    path = os.fspath(path)
-    if os.path.isfile(path):
-        return path
-    if os.path.isfile(path + ".pdparams"):
-        return path + ".pdparams"
-    raise CheckpointError(f"{key}={path}: neither {path} nor {path}.pdparams exists")
-
-
-def _load_fluid_dir(model, path, skip_on_mismatch, key):
-    try:
-        rep = load_fluid_params(model, path, skip_classifier=False)
-    except FluidParamsError as first:
-        if not skip_on_mismatch:
-            raise CheckpointError(f"{key}={path}: {first}") from None
-        try:
-            rep = load_fluid_params(model, path, skip_classifier=True)
-        except FluidParamsError:
-            raise CheckpointError(f"{key}={path}: {first}") from None
-    return _report(path, f"fluid ({rep['scheme']} names)", len(rep["loaded"]), rep["skipped"])
-
-
-def _report(source, fmt, loaded, skipped):
-    msg = f"loaded {loaded} tensors from {source} [{fmt}]"
-    if skipped:
-        msg += (f"; classifier NOT loaded (class count differs), kept fresh: "
-                f"{', '.join(skipped)}")
-    return {"source": source, "format": fmt, "loaded": loaded, "skipped": list(skipped),
-            "message": msg}
+def _as_tensors(obj):
+    if isinstance(obj, np.ndarray):
+        return paddle.to_tensor(obj)
+    if isinstance(obj, dict):
+        return {k: _as_tensors(v) for k, v in obj.items()}
+    return obj
 
 
 def describe(prefix):
@@ -453,6 +390,18 @@ def describe(prefix):
             f"best top-1 {s.get('best_metric')} (epoch {s.get('best_epoch')})")
 
 
-if __name__ == "__main__":  # python -m ppmobilenet.engine.checkpoint out/latest
-    for p in sys.argv[1:]:
-        print(describe(p))
+def main(argv=None):
+    """python -m ppmobilenet.engine.checkpoint out/latest ...: one line per set; a set that
+    cannot be read is named on stderr and the exit status is 1."""
+    status = 0
+    for p in sys.argv[1:] if argv is None else argv:
+        try:
+            print(describe(p))
+        except PPMobileNetError as e:
+            print(f"{e.title}: {e}", file=sys.stderr)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

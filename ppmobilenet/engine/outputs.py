@@ -2,15 +2,8 @@
 import os
 
 from ..config import dump_config
-
-
-def _atomic_write_text(path, text):
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+from ..data import build_dataset
+from ..io import write_labels as write_label_file
 
 
 def write_resolved_config(cfg, output_dir):
@@ -25,7 +18,6 @@ def write_labels(cfg, output_dir, log=None, dataset=None):
     names = getattr(dataset, "label_names", None) if dataset is not None else None
     if names is None and dataset is None:
         try:
-            from ..data import build_dataset
             names = build_dataset(cfg, "Train").label_names
         except Exception as e:  # the training run itself reports data errors
             if log:
@@ -34,6 +26,4 @@ def write_labels(cfg, output_dir, log=None, dataset=None):
     if len(names) != class_num and log:
         log.info(f"warning: the data set names {len(names)} classes, Arch.class_num is "
                  f"{class_num}")
-    path = os.path.join(output_dir, "labels.txt")
-    _atomic_write_text(path, "".join(f"{i} {n}\n" for i, n in enumerate(names)))
-    return path
+    return write_label_file(os.path.join(output_dir, "labels.txt"), names)

@@ -1,0 +1,88 @@
+"""ppmobilenet.io on real files: atomic writes (nothing half-written, no temp left behind), the
+label-file reader and writer, list files and input-image listing, the cache root."""
+import json
+import os
+
+import pytest
+
+from ppmobilenet import io
+
+
+class Refused(ValueError):
+    """A caller's own error class: io raises what it is given."""
+
+
+def test_atomic_writes_replace_whole_files(tmp_path):
+    path = tmp_path / "sub" / "meta.json"
+    io.atomic_write_json(path, {"a": 1})
+    io.atomic_write_json(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert os.listdir(tmp_path / "sub") == ["meta.json"]
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "labels.txt"
+    io.atomic_write_text(path, "0 old\n")
+    with pytest.raises(RuntimeError):
+        with io.atomic_output(path) as tmp:
+            with open(tmp, "w") as f:
+                f.write("0 half")
+            raise RuntimeError("killed mid-write")
+    assert path.read_text() == "0 old\n" and os.listdir(tmp_path) == ["labels.txt"]
+
+
+def test_labels_round_trip_and_errors_name_file_and_line(tmp_path):
+    path = tmp_path / "labels.txt"
+    io.write_labels(path, ["tench, Tinca tinca", "goldfish"])
+    assert path.read_text() == "0 tench, Tinca tinca\n1 goldfish\n"
+    assert io.read_labels(path, 2) == ["tench, Tinca tinca", "goldfish"]
+    cases = {"0 a\n0 b\n": f"{path}:2: class id 0 appears twice",
+             "# header\n0 a\nx b\n": f"{path}:3: expected 'id name', got 'x b'",
+             "0 a\n-1 b\n": f"{path}:2: negative class id -1",
+             "0 a\n2 c\n": f"label file {path} skips class ids [1] (with 2 labels the ids must run 0..1)",
+             "\n# only a comment\n": f"label file {path} has no labels"}
+    for text, message in cases.items():
+        path.write_text(text)
+        with pytest.raises(Refused) as e:
+            io.read_labels(path, error=Refused)
+        assert str(e.value) == message
+    path.write_text("0 a\n1 b\n2 c\n")
+    with pytest.raises(Refused, match="names 3 classes but Arch.class_num is 10 .*10 classes"):
+        io.read_labels(path, 10, error=Refused)
+    with pytest.raises(Refused, match=f"label file not found: {tmp_path / 'none.txt'}"):
+        io.read_labels(tmp_path / "none.txt", error=Refused)
+
+
+def test_list_images_of_files_folders_and_list_files(tmp_path):
+    for name in ("b.png", "a.JPG", ".hidden.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub dir").mkdir()
+    (tmp_path / "sub dir" / "c d.png").write_bytes(b"x")
+    lst = tmp_path / "list.txt"
+    lst.write_text("# images\nb.png 3\nsub dir/c d.png\n\n")
+    assert io.list_images(str(tmp_path)) == [str(tmp_path / "a.JPG"), str(tmp_path / "b.png")]
+    assert io.list_images([str(lst), str(tmp_path / "b.png")]) == \
+        [str(tmp_path / "b.png"), str(tmp_path / "sub dir" / "c d.png"), str(tmp_path / "b.png")]
+    lst.write_text("b.png\nmissing/one.png 1\n")
+    with pytest.raises(Refused) as e:
+        io.list_images(str(lst), error=Refused)
+    assert str(e.value) == f"image not found: {tmp_path / 'missing' / 'one.png'} (listed at {lst}:2)"
+    with pytest.raises(Refused, match="input .*nowhere.png: not found"):
+        io.list_images(str(tmp_path / "nowhere.png"), error=Refused)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Refused, match="input folder .*empty: no images in it"):
+        io.list_images(str(tmp_path / "empty"), error=Refused)
+
+
+def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("PPMOBILENET_CACHE", str(tmp_path))
+    assert io.cache_root() == str(tmp_path)
+    monkeypatch.delenv("PPMOBILENET_CACHE")
+    assert io.cache_root() == os.path.join(os.path.expanduser("~"), ".cache", "ppmobilenet")
