@@ -13,7 +13,13 @@ setup(
         "numpy",
         "visualdl",
         "PyYAML",
+        "safetensors",
+        "Pillow",
     ],
+    # the same commands as tools/*.py (ppmobilenet/cli/), on PATH after `pip install`
+    entry_points={"console_scripts": [
+        f"ppmobilenet-{name.replace('_', '-')}=ppmobilenet.cli.{name}:main"
+        for name in ("train", "eval", "export", "infer", "convert_weights", "provision_lite", "benchmark")]},
     extras_require={
         # scikit-learn ships the digits used by the bundled demo data set.
         "demo": ["scikit-learn"],

@@ -1,37 +1,41 @@
 """YAML config + `-o` overrides -> one validated dict of plain Python values.
 
-Every tool does::
+A command does (ppmobilenet/cli/)::
 
-    parser = argparse.ArgumentParser()
-    add_config_args(parser)                  # -c/--config, -o/--override
+    add_config_args(parser)                  # -c/--config, -o/--override (cli/common.py)
     args = parser.parse_args()
     cfg = load_config(args.config, args.override)
 
 The whole schema is the one table `SCHEMA` below: a section is a dict, a leaf is a `Key`
 (types, default, required, allowed values, extra check, one-line doc). To add a key, add one
 line to the table (and a line to docs/configs.md; a test checks that every key is documented).
+The result has every key of the table, checked: code downstream indexes it directly
+(`cfg["Global"]["epochs"]`) and neither restates a default nor checks a value again.
 
 Errors are `ConfigError` (a ValueError) and name the place at fault: the YAML file and line,
 or the `-o` option that set the value.
 """
-import argparse
 import ast
 import copy
 import difflib
+import math
 import os
 import re
-import tempfile
 
 import yaml
 
+from .data.transforms import TransformSpecError, check_transform
 from .errors import PPMobileNetError, short_repr
+from .io import atomic_write_text
 
 __all__ = ["ConfigError", "Key", "SCHEMA", "load_config", "parse_overrides", "dump_config",
-           "add_config_args", "validate_config", "schema_keys"]
+           "validate_config", "schema_keys"]
 
 
 class ConfigError(ValueError, PPMobileNetError):
     """A config file or -o option is wrong; the message names the file:line or option."""
+    exit_status = 2
+    title = "config error"
 
 
 class Key:
@@ -53,18 +57,56 @@ class Key:
         self.doc = doc
 
 
+def _values(v):
+    return v if isinstance(v, list) else [v]
+
+
 def _at_least(n):
-    return lambda v: None if v is None or all(x >= n for x in (v if isinstance(v, list) else [v])) \
-        else f"must be >= {n}"
+    return lambda v: None if v is None or all(x >= n for x in _values(v)) else f"must be >= {n}"
 
 
-def _positive(v):
-    vals = v if isinstance(v, list) else [v]
-    return None if v is None or all(x > 0 for x in vals) else "must be > 0"
+def _in(lo, hi, lo_open=False, hi_open=False):
+    """A range check for a number or each item of a list: [lo, hi], ( or ) where open."""
+    text = f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+    def check(v):
+        inside = all((x > lo if lo_open else x >= lo) and (x < hi if hi_open else x <= hi)
+                     for x in _values(v))
+        return None if v is None or inside else text
+    return check
 
 
 def _length(n):
     return lambda v: None if v is None or len(v) == n else f"must have {n} items"
+
+
+def _image_shape(v):
+    """C, H, W: the models take RGB (3 channels); the sides are bounded so an export or a
+    benchmark at that size fits in memory."""
+    if len(v) != 3:
+        return "must have 3 items"
+    if v[0] != 3:
+        return "must start with 3 (the models take RGB images)"
+    if _in(MIN_SIDE, MAX_SIDE)(v[1:]):
+        return f"H and W must be in [{MIN_SIDE}, {MAX_SIDE}]"
+    return None
+
+
+# Upper bounds of the numeric keys. Every value the schema accepts must work, so each number has
+# a range: the lower end where smaller values mean nothing, the upper end far above any real run
+# but below what would overflow, exhaust memory or never end.
+MAX_EPOCHS = 100_000            # 120-360 epochs are the ImageNet recipes
+MAX_COUNT = 2 ** 31 - 1         # step counters and intervals: fit a C int
+MAX_SEED = 2 ** 32 - 1          # paddle.seed uses 32 bits: 2**32 gives the draws of 0
+MAX_CLASSES = 100_000           # the fc of MobileNetV1 x1.0 at this size holds 102M weights
+MAX_SCALE = 4.0                 # published widths go up to 2.0 (MobileNetV2)
+MAX_LR = 10.0                   # SGD rates beyond this diverge on any of these networks
+MAX_BATCH = 8192                # per card
+MAX_WORKERS = 64
+MIN_SIDE, MAX_SIDE = 8, 4096    # image sides of Global.image_shape
+# Arch.scale's lower end where a width is int(c * scale): the narrowest layer (c) must keep at
+# least one channel. make_divisible widths (MobileNetV2 torchvision, V3) never drop below 8.
+MIN_SCALE_WIDTH = {("mobilenet_v1", None): 32, ("mobilenet_v2", "paddle"): 16}
 
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -94,17 +136,17 @@ def _loader_schema(train):
                                     doc="drop unreadable images and report them at epoch end"),
             "cache_dir": Key(("str", "null"), None,
                              doc="DemoDigits: where the PNGs go [$PPMOBILENET_CACHE or ~/.cache/ppmobilenet]"),
-            "image_size": Key("int", 64, check=_at_least(8), doc="DemoDigits: PNG side length"),
+            "image_size": Key("int", 64, check=_in(8, 1024), doc="DemoDigits: PNG side length"),
         },
         "transforms": Key("transforms", transforms,
                           doc="list of {ClassName: {kwargs}} from paddle.vision.transforms"),
         "sampler": {
-            "batch_size": Key("int", 64, check=_at_least(1), doc="per card; global = this x cards"),
+            "batch_size": Key("int", 64, check=_in(1, MAX_BATCH), doc="per card; global = this x cards"),
             "shuffle": Key("bool", bool(train)),
             "drop_last": Key("bool", False),
         },
         "loader": {
-            "num_workers": Key("int", 2, check=_at_least(0)),
+            "num_workers": Key("int", 2, check=_in(0, MAX_WORKERS)),
             "use_shared_memory": Key("bool", True),
         },
     }
@@ -113,23 +155,25 @@ def _loader_schema(train):
 # The schema: section -> key -> Key (or a nested section).
 SCHEMA = {
     "Global": {
-        "output_dir": Key("str", "output", doc="checkpoints, VisualDL logs, train.log"),
+        "output_dir": Key("str", "output", doc="checkpoints, VisualDL logs, train.log: one run's folder"),
+        "overwrite_output": Key("bool", False,
+                                doc="a new run may replace the checkpoints of another run in output_dir"),
         "checkpoints": Key(("str", "null"), None, doc="checkpoint prefix to resume from"),
         "pretrained_model": Key(("str", "null"), None,
                                 doc=".pdparams (with/without suffix) or fluid-era dir"),
         "device": Key("str", "auto", allowed=("auto", "cpu", "gpu")),
-        "epochs": Key("int", required=True, check=_at_least(1)),
-        "print_batch_step": Key("int", 10, check=_at_least(1)),
-        "save_interval": Key("int", 1, check=_at_least(1), doc="epochs between epoch_N checkpoints"),
-        "save_steps": Key("int", 0, check=_at_least(0),
+        "epochs": Key("int", required=True, check=_in(1, MAX_EPOCHS)),
+        "print_batch_step": Key("int", 10, check=_in(1, MAX_COUNT)),
+        "save_interval": Key("int", 1, check=_in(1, MAX_EPOCHS), doc="epochs between epoch_N checkpoints"),
+        "save_steps": Key("int", 0, check=_in(0, MAX_COUNT),
                           doc="also write `latest` every N steps inside an epoch (0: only at epoch ends)"),
         "eval_during_train": Key("bool", True),
-        "eval_interval": Key("int", 1, check=_at_least(1)),
+        "eval_interval": Key("int", 1, check=_in(1, MAX_EPOCHS)),
         "use_visualdl": Key("bool", True),
-        "image_shape": Key("list[int]", [3, 224, 224], check=lambda v: _length(3)(v) or _positive(v),
+        "image_shape": Key("list[int]", [3, 224, 224], check=_image_shape,
                            doc="C,H,W used by export / benchmark"),
         "save_inference_dir": Key(("str", "null"), None, doc="[<output_dir>/inference]"),
-        "seed": Key(("int", "null"), 0, doc="null: a fresh random seed each run"),
+        "seed": Key(("int", "null"), 0, check=_in(0, MAX_SEED), doc="null: a fresh random seed each run"),
         "cpu_packed_depthwise": Key("bool", True,
                                     doc="CPU training: depthwise convs on planes <= 8x8 run with "
                                         "the samples side by side (same numbers, faster)"),
@@ -137,39 +181,44 @@ SCHEMA = {
     "AMP": {
         "use_amp": Key("bool", False),
         "level": Key("str", "O1", allowed=("O1", "O2")),
-        "scale_loss": Key("float", 1024.0, check=_positive),
+        "scale_loss": Key("float", 1024.0, check=_in(0, 2.0 ** 32, lo_open=True)),
         "use_dynamic_loss_scaling": Key("bool", True),
     },
     "Arch": {
-        "name": Key("str", required=True, allowed=("mobilenet_v1", "mobilenet_v2")),
-        "class_num": Key("int", required=True, check=_at_least(1)),
-        "scale": Key("float", 1.0, check=_positive),
+        "name": Key("str", required=True, allowed=("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small",
+                                                   "mobilenet_v3_large")),
+        "class_num": Key("int", required=True, check=_in(1, MAX_CLASSES)),
+        "scale": Key("float", 1.0, check=_in(0, MAX_SCALE, lo_open=True),
+                     doc="width multiplier; MobileNetV1 needs >= 1/32, MobileNetV2 (paddle) >= 1/16"),
         "head": Key("str", "demo", allowed=("demo", "classic"), doc="mobilenet_v1 only"),
+        "variant": Key("str", "paddle", allowed=("paddle", "torchvision"),
+                       doc="which lineage's architecture: paddle (fluid / PaddleClas) or torchvision "
+                           "(torchvision / paddle.vision); MobileNetV1 is one architecture in all sources"),
     },
     "Loss": {
         "name": Key("str", "CELoss", allowed=("CELoss",)),
-        "epsilon": Key("float", 0.0, check=lambda v: None if 0.0 <= v < 1.0 else "must be in [0, 1)",
+        "epsilon": Key("float", 0.0, check=_in(0, 1, hi_open=True),
                        doc="label smoothing"),
     },
     "Optimizer": {
         "name": Key("str", "Momentum", allowed=("Momentum",)),
-        "momentum": Key("float", 0.9, check=_at_least(0.0)),
+        "momentum": Key("float", 0.9, check=_in(0, 1, hi_open=True)),
         "lr": {
             "name": Key("str", "Cosine", allowed=("Cosine", "Piecewise")),
-            "learning_rate": Key("float", 0.1, check=_positive),
-            "warmup_epoch": Key("int", 0, check=_at_least(0), doc="per-step linear warmup"),
-            "warmup_start_lr": Key("float", 0.0, check=_at_least(0.0)),
-            "decay_epochs": Key("list[int]", [30, 60, 90], check=_at_least(0), doc="Piecewise only"),
-            "values": Key("list[float]", [0.1, 0.01, 0.001, 0.0001], doc="Piecewise only"),
+            "learning_rate": Key("float", 0.1, check=_in(0, MAX_LR, lo_open=True)),
+            "warmup_epoch": Key("int", 0, check=_in(0, MAX_EPOCHS), doc="per-step linear warmup"),
+            "warmup_start_lr": Key("float", 0.0, check=_in(0, MAX_LR)),
+            "decay_epochs": Key("list[int]", [30, 60, 90], check=_in(0, MAX_EPOCHS), doc="Piecewise only"),
+            "values": Key("list[float]", [0.1, 0.01, 0.001, 0.0001], check=_in(0, MAX_LR), doc="Piecewise only"),
         },
         "regularizer": {
             "name": Key("str", "L2", allowed=("L2",)),
-            "coeff": Key("float", 4.0e-05, check=_at_least(0.0)),
+            "coeff": Key("float", 4.0e-05, check=_in(0, 1)),
         },
     },
     "EMA": {
         "use_ema": Key("bool", False),
-        "decay": Key("float", 0.9999, check=lambda v: None if 0.0 < v < 1.0 else "must be in (0, 1)"),
+        "decay": Key("float", 0.9999, check=_in(0, 1, lo_open=True, hi_open=True)),
     },
     "DataLoader": {
         "Train": _loader_schema(train=True),
@@ -180,7 +229,7 @@ SCHEMA = {
     },
     "Infer": {
         "infer_imgs": Key(("str", "null"), None, doc="file, folder or list file"),
-        "batch_size": Key("int", 8, check=_at_least(1)),
+        "batch_size": Key("int", 8, check=_in(1, MAX_BATCH)),
         "topk": Key("int", 5, check=_at_least(1)),
         "class_id_map_file": Key(("str", "null"), None),
         "transforms": Key(("transforms", "null"), None, doc="null -> DataLoader.Eval.transforms"),
@@ -194,8 +243,10 @@ SCHEMA = {
         "quant_type": Key(("str", "null"), None, allowed=("QUANT_INT8", "QUANT_INT16"),
                           doc="opt weight quantisation of the arm .nb: QUANT_INT8 | QUANT_INT16"),
         "int8": Key("bool", False, doc="also write inference_int8.onnx (implies onnx)"),
-        "int8_calibration_images": Key("int", 128, check=_at_least(100),
+        "int8_calibration_images": Key("int", 128, check=_in(100, 10_000),
                                        doc="DataLoader.Train images that calibrate INT8"),
+        "allow_random_weights": Key("bool", False,
+                                    doc="export with no Global.pretrained_model (random weights)"),
     },
 }
 
@@ -287,9 +338,11 @@ def _read_yaml(path):
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {path}: {e}") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+    loader = None
+    try:            # compose once: the node tree gives the lines, the same tree the values
+        loader = yaml.SafeLoader(text)   # refuses unprintable characters already here
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f"{path}:{mark.line + 1} (column {mark.column + 1})" if mark else path
@@ -301,6 +354,9 @@ def _read_yaml(path):
         raise ConfigError(f"invalid YAML in {path}: nested too deeply") from None
     except ValueError as e:  # an integer of more than 4300 digits
         raise ConfigError(f"invalid YAML in {path}: {e}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -430,9 +486,9 @@ def _coerce(t, v):
         return isinstance(v, bool), v
     if t == "int":
         return isinstance(v, int) and not isinstance(v, bool), v
-    if t == "float":
+    if t == "float":  # a float too large for a float64 comes back as inf, refused as non-finite
         if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return True, float(v)
+            return True, float(v) if abs(v) < 2 ** 1024 else math.inf
         if isinstance(v, str):
             try:
                 return True, float(v)
@@ -456,12 +512,11 @@ def _coerce(t, v):
 
 def _check_transforms(v, path, errors, where):
     """A transform list: each item one {ClassName: kwargs}; names and kwargs checked against
-    paddle.vision.transforms (imported lazily: paddle is heavy)."""
+    paddle.vision.transforms."""
     if not isinstance(v, (list, tuple)):
         errors.append(f"{_fmt(path)} in {where(path)}: expected a list of {{Transform: {{kwargs}}}}, "
                       f"got {short_repr(v)}")
         return v
-    from ppmobilenet.data.transforms import TransformSpecError, check_transform
     out = []
     for i, item in enumerate(v):
         p = path + (i,)
@@ -488,6 +543,9 @@ def _check_leaf(spec, v, path, errors, where):
         errors.append(f"{_fmt(path)} in {where(path)}: expected {_type_name(spec.types)}, "
                       f"got {short_repr(v)} ({type(v).__name__})")
         return v
+    if t in ("float", "list[float]") and not all(math.isfinite(x) for x in _values(value)):
+        errors.append(f"{_fmt(path)} in {where(path)}: must be a finite number, got {short_repr(value)}")
+        return value
     if spec.allowed and value is not None:
         for item in (value if isinstance(value, list) else [value]):
             if item not in spec.allowed:
@@ -547,6 +605,13 @@ def _cross_checks(cfg, raw, where):
     if lr["name"] == "Piecewise" and len(lr["values"]) != len(lr["decay_epochs"]) + 1:
         errors.append(f"Optimizer.lr.values needs len(decay_epochs) + 1 = {len(lr['decay_epochs']) + 1} "
                       f"items for Piecewise, got {len(lr['values'])} (in {where(('Optimizer', 'lr'))})")
+    if lr["name"] == "Piecewise" and lr["decay_epochs"] != sorted(lr["decay_epochs"]):
+        errors.append(f"Optimizer.lr.decay_epochs must increase, got {lr['decay_epochs']} "
+                      f"(in {where(('Optimizer', 'lr', 'decay_epochs'))})")
+    if lr["warmup_epoch"] >= cfg["Global"]["epochs"]:
+        errors.append(f"Optimizer.lr.warmup_epoch={lr['warmup_epoch']} covers the whole run "
+                      f"(Global.epochs={cfg['Global']['epochs']}) (in {where(('Optimizer', 'lr', 'warmup_epoch'))})")
+    errors += _scale_floor(cfg["Arch"], where)
     n = cfg["Arch"]["class_num"]
     for section in ("Metric", "Infer"):
         ks = cfg[section]["topk"]
@@ -562,6 +627,19 @@ def _cross_checks(cfg, raw, where):
         else:
             cfg["Infer"]["topk"] = n
     return errors
+
+
+def _scale_floor(arch, where):
+    """Arch.scale below 1/c, where c is the narrowest int(c * scale) width, gives a layer of
+    0 channels (see MIN_SCALE_WIDTH)."""
+    variant = None if arch["name"] == "mobilenet_v1" else arch["variant"]
+    width = MIN_SCALE_WIDTH.get((arch["name"], variant))
+    if width is None or int(width * arch["scale"]) >= 1:
+        return []
+    lineage = "" if variant is None else f" (Arch.variant={variant})"
+    return [f"Arch.scale in {where(('Arch', 'scale'))}: {arch['name']}{lineage} needs >= 1/{width} = "
+            f"{1 / width:g} (its narrowest layer, int({width} x scale) channels, would have none), "
+            f"got {arch['scale']!r}"]
 
 
 def _raise(errors):
@@ -602,33 +680,15 @@ def load_config(path, overrides=()):
 
 
 def dump_config(cfg, path):
-    """Write a resolved config as YAML, atomically (temp file in the same dir, then replace)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".yaml.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(cfg, f, sort_keys=False, default_flow_style=None, allow_unicode=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write a resolved config as YAML, atomically."""
+    atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None, allow_unicode=True))
     return path
 
 
-def add_config_args(parser):
-    """-c/--config (required) and -o/--override, repeatable (`-o A.b=1 -o C.d=2`, or
-    `-o A.b=1 C.d=2`); args.override is a flat list of strings (or None)."""
-    parser.add_argument("-c", "--config", required=True, help="YAML config file")
-    parser.add_argument("-o", "--override", action="extend", nargs="+", default=None, metavar="KEY=VALUE",
-                        help="override a config value: Section.key=value; numeric segments index "
-                             "lists (DataLoader.Train.transforms.0.RandomResizedCrop.size=32); "
-                             "repeatable")
-    return parser
+if __name__ == "__main__":  # python -m ppmobilenet.config -c X.yaml [-o ...]: validate, print it resolved
+    from .cli.common import add_config_args, command_parser, run
 
-
-if __name__ == "__main__":               # python -m ppmobilenet.config -c X.yaml [-o ...]: print it
-    _p = add_config_args(argparse.ArgumentParser(description="validate a config and print it resolved"))
-    _a = _p.parse_args()
-    print(yaml.safe_dump(load_config(_a.config, _a.override), sort_keys=False, default_flow_style=None))
+    def _print_resolved():
+        args = add_config_args(command_parser("validate a config and print it resolved")).parse_args()
+        print(yaml.safe_dump(load_config(args.config, args.override), sort_keys=False, default_flow_style=None))
+    raise SystemExit(run(_print_resolved))

@@ -3,12 +3,16 @@
 Each package keeps its own error type (ConfigError, DataError, FluidParamsError, CheckpointError,
 DeployError) and its usual built-in base; all of them also derive from PPMobileNetError, so a
 caller (a CLI, a fuzz test) can tell "ppmobilenet refused this input and said why" from a bug.
+The class says how a command reports it: `exit_status` (the process exit code) and `title` (the
+start of the printed message). This module imports nothing of the package: every other imports it.
 """
 import reprlib
 
 
 class PPMobileNetError(Exception):
     """Bad input or an unusable file; the message names the file, line, key or tensor at fault."""
+    exit_status = 1          # a bad config overrides it with 2 (ConfigError)
+    title = "error"
 
 
 def short_repr(value, limit=80):
@@ -33,18 +37,3 @@ class _ShortRepr(reprlib.Repr):
                  for k, v in list(x.items())[:self.maxdict]]
         return "{" + ", ".join(items) + (", ..." if len(x) > self.maxdict else "") + "}"
 
-
-def exit_code(body):
-    """Run a tool's body; map the project's errors to the tools' exit codes, printing the
-    message: 0 done, 2 a bad config (ConfigError), 1 any other refused input (PPMobileNetError).
-    Anything else is a bug and keeps its traceback."""
-    import sys
-    from .config import ConfigError
-    try:
-        return body() or 0
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except PPMobileNetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1

@@ -1,5 +1,6 @@
 """Shared by the engine tests: a small ImageNetDataset cut from the real demo PNGs, a tiny config
-written as YAML, and runners for tools/train.py (plain, or killed when a line appears)."""
+written as YAML, runners for tools/train.py (plain, or killed when a line appears) and the same
+training run in this process (for the loop's own logic, where the command line is not the point)."""
 import os
 import re
 import signal
@@ -89,6 +90,27 @@ def run_tool(script, config, *overrides, timeout=300, cwd=None, extra_env=None):
         args += ["-o", *overrides]
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT,
                           env=env(**(extra_env or {})))
+
+
+def ok(r):
+    """A finished tool run that exited 0 (its output in the failure message)."""
+    assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def error_line(r):
+    """The `<title>: <message>` line a tool printed for a refused input (no traceback allowed)."""
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith(("config error:", "error:", "output folder in use:"))]
+    assert lines, f"rc {r.returncode}: no error line\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    return lines[-1]
+
+
+def train_in_process(config, *overrides):
+    """ppmobilenet.engine.train on the config as tools/train.py would load it -> its summary."""
+    from ppmobilenet.config import load_config
+    from ppmobilenet.engine import train
+    return train(load_config(str(config), list(overrides)))
 
 
 def run_until(config, pattern, *overrides, timeout=300, extra_env=None, script=TRAIN):

@@ -2,13 +2,16 @@
 import argparse
 import os
 import re
+import subprocess
+import sys
 import textwrap
 
 import pytest
 import yaml
 
-from ppmobilenet.config import (SCHEMA, ConfigError, add_config_args, dump_config, load_config,
-                                parse_overrides, schema_keys)
+from ppmobilenet.cli.common import add_config_args
+from ppmobilenet.config import (SCHEMA, ConfigError, dump_config, load_config, parse_overrides,
+                                schema_keys)
 
 MINIMAL = """\
 Global:
@@ -37,7 +40,8 @@ def test_minimal_config_gets_every_default(tmp_path):
     assert cfg["Global"]["output_dir"] == "output"
     assert cfg["Global"]["save_inference_dir"] == os.path.join("output", "inference")
     assert cfg["Global"]["image_shape"] == [3, 224, 224]
-    assert cfg["Arch"] == {"name": "mobilenet_v1", "class_num": 10, "scale": 1.0, "head": "demo"}
+    assert cfg["Arch"] == {"name": "mobilenet_v1", "class_num": 10, "scale": 1.0, "head": "demo",
+                           "variant": "paddle"}
     assert cfg["DataLoader"]["Train"]["sampler"]["shuffle"] is True
     assert cfg["DataLoader"]["Eval"]["sampler"]["shuffle"] is False
     assert cfg["DataLoader"]["Train"]["transforms"][0] == {"RandomResizedCrop": {"size": 64, "scale": [0.6, 1.0]}}
@@ -80,7 +84,7 @@ def test_wrong_type_names_key_expected_type_and_value(tmp_path):
     ("  image_shape: [3, 64]\n", "Global.image_shape", "must have 3 items"),
     ("  image_shape: 64\n", "Global.image_shape", "expected list of int"),
     ("  device: tpu\n", "Global.device", "expected one of 'auto', 'cpu', 'gpu', got 'tpu'"),
-    ("  print_batch_step: 0\n", "Global.print_batch_step", "must be >= 1"),
+    ("  print_batch_step: 0\n", "Global.print_batch_step", "must be in [1, 2147483647], got 0"),
 ])
 def test_bad_values(tmp_path, line, key, expected):
     msg = error_of(write(tmp_path, MINIMAL.replace("  epochs: 2\n", "  epochs: 2\n" + line)))
@@ -277,6 +281,38 @@ def test_piecewise_values_length_and_topk(tmp_path):
     assert cfg["Metric"]["topk"] == [1] and cfg["Infer"]["topk"] == 3
 
 
+def test_lr_schedule_rules(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    msg = error_of(path, ["Optimizer.lr.name=Piecewise", "Optimizer.lr.decay_epochs=[60, 30, 90]"])
+    assert msg == ("Optimizer.lr.decay_epochs must increase, got [60, 30, 90] "
+                   "(in -o Optimizer.lr.decay_epochs=[60, 30, 90])")
+    load_config(path, ["Optimizer.lr.decay_epochs=[60, 30, 90]"])      # Cosine ignores them
+    msg = error_of(path, ["Optimizer.lr.warmup_epoch=2"])
+    assert msg == ("Optimizer.lr.warmup_epoch=2 covers the whole run (Global.epochs=2) "
+                   "(in -o Optimizer.lr.warmup_epoch=2)")
+    assert load_config(path, ["Optimizer.lr.warmup_epoch=1"])["Optimizer"]["lr"]["warmup_epoch"] == 1
+
+
+def test_arch_names_and_variants(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    for name in ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"):
+        for variant in ("paddle", "torchvision"):
+            arch = load_config(path, [f"Arch.name={name}", f"Arch.variant={variant}"])["Arch"]
+            assert (arch["name"], arch["variant"]) == (name, variant)
+    assert error_of(path, ["Arch.variant=timm"]) == ("Arch.variant in -o Arch.variant=timm: expected one of "
+                                                     "'paddle', 'torchvision', got 'timm'")
+    assert "did you mean 'mobilenet_v3_small'" in error_of(path, ["Arch.name=mobilenet_v3_smal"])
+
+
+def test_yaml_values_and_lines_come_from_one_read(tmp_path):
+    """One composed node tree gives both: anchors and aliases resolve, lines stay right."""
+    path = write(tmp_path, MINIMAL + "EMA:\n  use_ema: &on true\n  decay: 0.99\nAMP:\n  use_amp: *on\n  levl: O1\n")
+    msg = error_of(path)
+    assert msg == f"unknown key 'AMP.levl' in {path}:11; did you mean 'AMP.level'?"
+    cfg = load_config(write(tmp_path, MINIMAL + "EMA:\n  use_ema: &on true\nAMP:\n  use_amp: *on\n", "y.yaml"))
+    assert cfg["EMA"]["use_ema"] is True and cfg["AMP"]["use_amp"] is True
+
+
 # ------------------------------------------------------------------ dump, CLI, docs
 
 def test_dump_config_round_trip_atomic(tmp_path):
@@ -295,6 +331,18 @@ def test_add_config_args():
     assert parser.parse_args(["--config", "y.yaml"]).override is None
     with pytest.raises(SystemExit):
         parser.parse_args(["-o", "A.b=1"])
+
+
+@pytest.mark.parametrize("extra,code,out", [([], 0, "class_num: 10"),
+                                            (["-o", "Arch.scale=wide"], 2, "config error: Arch.scale in -o")])
+def test_python_m_config_prints_it_resolved(tmp_path, repo_root, extra, code, out):
+    r = subprocess.run([sys.executable, "-m", "ppmobilenet.config", "-c", write(tmp_path, MINIMAL), *extra],
+                       capture_output=True, text=True, cwd=repo_root, timeout=120)
+    assert r.returncode == code, r.stderr[-2000:]
+    assert out in (r.stdout if code == 0 else r.stderr)
+    if code == 0:
+        assert yaml.safe_load(r.stdout)["Arch"]["variant"] == "paddle"
+    assert "Traceback" not in r.stderr
 
 
 def test_load_config_accepts_none_overrides(tmp_path):

@@ -1,5 +1,6 @@
-"""The training engine through tools/train.py and tools/eval.py: configs, schedules, seeds,
-accuracy on the demo data, EMA, AMP on CPU, bad samples, pretrained weights, bad configs."""
+"""The training engine: configs, schedules, the loop (train_one_epoch), seeds, EMA, AMP on CPU,
+bad samples and the eval command in this process; accuracy on the demo data, pretrained weights
+and bad configs through tools/train.py and tools/eval.py (exit codes, messages)."""
 import glob
 import json
 import os
@@ -11,10 +12,16 @@ import numpy as np
 import paddle
 import pytest
 
-from engine_helpers import EVAL, ROOT, TRAIN, demo_subset, env, run_tool, tiny_config, vdl_scalars
+from engine_helpers import (EVAL, ROOT, TRAIN, demo_subset, env, run_tool, tiny_config, train_in_process,
+                            vdl_scalars)
 from ppmobilenet.config import load_config
+from ppmobilenet.engine import evaluate, train_one_epoch
 from ppmobilenet.engine.checkpoint import CheckpointError, load_pretrained, read_states
-from ppmobilenet.engine.optim import build_lr_scheduler
+from ppmobilenet.engine.ema import ModelEMA
+from ppmobilenet.engine.evaluation import effective_topk, topk_correct
+from ppmobilenet.engine.optim import build_lr_scheduler, build_optimizer
+from ppmobilenet.engine.runtime import seed_everything
+from ppmobilenet.engine.trainer import build_loss
 from ppmobilenet.models import build_model
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
@@ -50,7 +57,7 @@ def test_every_config_loads():
 def test_mobilenet_v1_recipes_follow_the_fluid_flags(scale):
     cfg = load_config(os.path.join(ROOT, "configs", f"MobileNetV1_x{scale}.yaml"))
     assert cfg["Arch"] == {"name": "mobilenet_v1", "class_num": 1000,
-                           "scale": float(scale.replace("_", ".")), "head": "classic"}
+                           "scale": float(scale.replace("_", ".")), "head": "classic", "variant": "paddle"}
     opt = cfg["Optimizer"]
     assert (opt["name"], opt["momentum"], opt["regularizer"]["coeff"]) == ("Momentum", 0.9, 3e-5)
     assert (opt["lr"]["name"], opt["lr"]["decay_epochs"], opt["lr"]["values"]) == \
@@ -92,8 +99,6 @@ def test_lr_schedules_step_per_iteration():
 
 
 def test_label_smoothing_and_topk_cap():
-    from ppmobilenet.engine.evaluation import effective_topk, topk_correct
-    from ppmobilenet.engine.trainer import build_loss
     logits = paddle.to_tensor([[4.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
     labels = paddle.to_tensor([0, 2])
     plain = build_loss({"name": "CELoss", "epsilon": 0.0})(logits, labels).item()
@@ -108,17 +113,76 @@ def test_label_smoothing_and_topk_cap():
 
 # ------------------------------------------------------------------ runs
 
+def _tiny_model(seed):
+    seed_everything(seed)
+    return build_model("mobilenet_v1", class_dim=10, scale=0.25, head="classic")
+
+
+def _optimization(model, steps):
+    opt_cfg = load_config(os.path.join(ROOT, "configs", "demo.yaml"))["Optimizer"]
+    sched = build_lr_scheduler(opt_cfg["lr"], epochs=1, steps_per_epoch=steps)
+    return build_optimizer(opt_cfg, model.parameters(), sched), sched
+
+
+def test_train_one_epoch_is_the_plain_loop():
+    """train_one_epoch over three batches = forward, loss, backward, step, schedule written out
+    by hand: the same weights bit for bit, and it reports what it saw."""
+    rng = np.random.default_rng(0)
+    batches = [(paddle.to_tensor(rng.normal(size=(8, 3, 32, 32)).astype("float32")),
+                paddle.to_tensor(rng.integers(0, 10, size=(8, 1)).astype("int64"))) for _ in range(3)]
+    model, ref = _tiny_model(1), _tiny_model(1)
+    opt, sched = _optimization(model, 3)
+    ref_opt, ref_sched = _optimization(ref, 3)
+    ema, seen = ModelEMA(model, 0.9), []
+    got = train_one_epoch(model, batches, build_loss({"epsilon": 0.0}), opt, sched, topk=[1, 5], ema=ema,
+                          on_batch=lambda images, stats: seen.append(stats))
+
+    ref.train()
+    ref_losses = []
+    for x, y in batches:
+        loss = paddle.nn.functional.cross_entropy(ref(x), y.reshape([-1]))
+        loss.backward()
+        ref_opt.step()
+        ref_opt.clear_grad()
+        ref_sched.step()
+        ref_losses.append(loss.item())
+    for k, v in ref.state_dict().items():
+        assert np.array_equal(model.state_dict()[k].numpy(), v.numpy()), k
+    assert [s.loss for s in seen] == ref_losses and [s.samples for s in seen] == [8, 8, 8]
+    assert got["steps"] == 3 and got["samples"] == 24 and sched.last_epoch == ref_sched.last_epoch == 3
+    assert got["loss"] == pytest.approx(np.mean(ref_losses), rel=1e-6)
+    assert got["top1"] == pytest.approx(sum(s.correct[0] for s in seen) / 24)
+    assert all(s.correct[0] <= s.correct[1] <= 8 for s in seen) and ema.updates == 3
+
+
 def test_seed_gives_identical_losses(tmp_path, data):
     runs = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        cfg = tiny_config(tmp_path / f"{name}.yaml", tmp_path / name, data, epochs=1,
+        cfg = tiny_config(tmp_path / f"{name}.yaml", tmp_path / name, data, epochs=1, workers=0,
                           Global={"seed": seed, "eval_during_train": False})
-        ok(run_tool(TRAIN, cfg))
+        assert train_in_process(cfg)["global_step"] == 6
         runs[name] = [v for _, v in vdl_scalars(tmp_path / name / "vdl", "train/loss")]
     assert len(runs["a"]) == 6 and runs["a"] == runs["b"]
     assert runs["a"] != runs["c"]  # the seed is what makes them equal
     pa, pb = (paddle.load(str(tmp_path / n / "latest.pdparams")) for n in "ab")
     assert all(np.array_equal(pa[k].numpy(), pb[k].numpy()) for k in pa)
+
+
+def test_a_resume_names_what_changed_the_lr_schedule(tmp_path, data):
+    """Another batch size changes the steps per epoch, hence the schedule: the note names
+    DataLoader.Train.sampler.batch_size, not Global.epochs or Optimizer.lr."""
+    out = tmp_path / "run"
+    cfg = tiny_config(tmp_path / "c.yaml", out, data, epochs=1, workers=0, Global={"eval_during_train": False})
+    train_in_process(cfg)
+    train_in_process(cfg, f"Global.checkpoints={out / 'epoch_1'}", "Global.epochs=2",
+                     "DataLoader.Train.sampler.batch_size=16")
+    log = (out / "train.log").read_text()
+    assert "DataLoader.Train.sampler.batch_size changed from 32 to 16 (6 -> 12 steps per epoch); " \
+           "following the config" in log, log[-2000:]
+    assert "Global.epochs or Optimizer.lr changed" not in log
+    train_in_process(cfg, f"Global.checkpoints={out / 'epoch_1'}", "Global.epochs=3")
+    log = (out / "train.log").read_text()
+    assert log.count("Global.epochs or Optimizer.lr changed; following the config") == 1
 
 
 @pytest.mark.slow
@@ -156,10 +220,10 @@ def test_ema_amp_on_cpu_bad_samples_and_run_outputs(tmp_path, data):
     bad_list = tmp_path / "train_with_hole.txt"
     bad_list.write_text("".join(lines))
     out = tmp_path / "run"
-    cfg = tiny_config(tmp_path / "c.yaml", out, data, epochs=1, EMA={"use_ema": True, "decay": 0.99},
+    cfg = tiny_config(tmp_path / "c.yaml", out, data, epochs=1, workers=0, EMA={"use_ema": True, "decay": 0.99},
                       AMP={"use_amp": True, "level": "O1"})
-    r = ok(run_tool(TRAIN, cfg, f"DataLoader.Train.dataset.cls_label_path={bad_list}",
-                    "DataLoader.Train.dataset.skip_bad_samples=true"))
+    summary = train_in_process(cfg, f"DataLoader.Train.dataset.cls_label_path={bad_list}",
+                               "DataLoader.Train.dataset.skip_bad_samples=true")
     log = (out / "train.log").read_text()
 
     assert log.count("AMP is off") == 1  # said once, on CPU
@@ -183,8 +247,14 @@ def test_ema_amp_on_cpu_bad_samples_and_run_outputs(tmp_path, data):
     assert resolved["EMA"]["use_ema"] is True and resolved["Global"]["seed"] == 0
     labels = (out / "labels.txt").read_text().splitlines()
     assert labels[0] == "0 zero" and len(labels) == 10
-    assert f"checkpoints in {out}: best_model, epoch_1, latest" in r.stdout
-    assert f"visualdl --logdir {out / 'vdl'}" in r.stdout
+    assert f"checkpoints in {out}: best_model, epoch_1, latest" in log
+    assert f"visualdl --logdir {out / 'vdl'}" in log
+
+    # the eval command on the best weights gives the metric the run recorded for them
+    best = read_states(out / "best_model")
+    assert summary["best_metric"] == best["best_metric"] and summary["global_step"] == 7  # 193 lines, batch 32
+    m = evaluate(load_config(cfg, [f"Global.pretrained_model={out / 'best_model'}"]))
+    assert m["samples"] == 96 and m["top1"] == pytest.approx(best["best_metric"], abs=1e-6)
 
 
 def test_pretrained_fluid_directory_and_pdparams(tmp_path):

@@ -1,5 +1,6 @@
 """A real VisualDL server, started here on 127.0.0.1, shows what tools/train.py logged, and a
 resumed run continues the same curves (same run, steps carry on, nothing jumps back)."""
+import glob
 import json
 import os
 import socket
@@ -11,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from engine_helpers import TRAIN, demo_subset, env, run_tool, tiny_config
+from engine_helpers import TRAIN, demo_subset, env, error_line, ok, run_tool, tiny_config
 from ppmobilenet.engine.trainer import SCALAR_TAGS
 
 VISUALDL = os.path.join(os.path.dirname(sys.executable), "visualdl")
@@ -126,3 +127,30 @@ def test_visualdl_can_be_switched_off(tmp_path, data):
     r = run_tool(TRAIN, cfg)
     assert r.returncode == 0, r.stdout + r.stderr
     assert not (out / "vdl").exists() and (out / "latest.pdparams").exists()
+
+
+def test_a_run_that_fails_at_start_leaves_the_shown_curves_alone(tmp_path, data):
+    """VisualDL shows the newest record file of a folder: a run that fails before its first step
+    must not leave one (an empty file would hide the curves of the run before it)."""
+    out = tmp_path / "run"
+    cfg = tiny_config(tmp_path / "c.yaml", out, data, epochs=1)
+    ok(run_tool(TRAIN, cfg))
+    best = (out / "best_model.pdparams").read_bytes()
+    bad_root = tmp_path / "bad"
+    bad_root.mkdir()
+    (bad_root / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "bad.txt").write_text("broken.png 0\n" * 64)
+    # a new run replacing that one (Global.overwrite_output) whose every image is unreadable
+    r = run_tool(TRAIN, cfg, "Global.overwrite_output=true", f"DataLoader.Train.dataset.image_root={bad_root}",
+                 f"DataLoader.Train.dataset.cls_label_path={tmp_path / 'bad.txt'}")
+    assert r.returncode == 1 and "broken.png" in error_line(r), r.stderr[-2000:]
+    assert len(glob.glob(str(out / "vdl" / "vdlrecords*"))) == 1
+    assert (out / "best_model.pdparams").read_bytes() == best  # it saved nothing, so it removed nothing
+
+    server = Server(out)
+    try:
+        run = server.get("/app/api/runs")[0]
+        assert [s for s, _ in server.scalars(run, "train/loss")] == list(range(1, 7))
+        assert [s for s, _ in server.scalars(run, "eval/top1")] == [6]
+    finally:
+        server.stop()

@@ -1,48 +1,10 @@
-"""Convert weights to safetensors, the format to share (opening it cannot run code).
-
-  python tools/convert_weights.py output/demo/best_model                      # Arch from its .pdstates
-  python tools/convert_weights.py downloaded.pdparams -c configs/demo.yaml --out model.safetensors
-  python tools/convert_weights.py MobileNetV1_pretrained/ -c configs/MobileNetV1_x1_0.yaml
-  python tools/convert_weights.py w.pdparams -c configs/demo.yaml -o Arch.scale=0.5   # SOURCE before -o
-  python tools/convert_weights.py output/demo/latest --ema                    # the EMA weights
-
-SOURCE: a checkpoint prefix, a .pdparams / .pdema file, or a fluid-era folder (one file per
-variable). The pickle is read without running code from it. The architecture (model, scale,
-class_num, head) comes from -c CONFIG [-o Arch.key=value] or, for a checkpoint of this project,
-from its .pdstates; it goes into the file's metadata. The result loads with
-Global.pretrained_model=model.safetensors. Exit codes: 0 done, 2 bad config, 1 bad weights.
-"""
-import argparse
+"""Convert weights to safetensors: the command is ppmobilenet/cli/convert_weights.py (usage: python tools/convert_weights.py -h)."""
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="checkpoint prefix, .pdparams/.pdema file or fluid-era folder")
-    parser.add_argument("--out", default=None,
-                        help="the .safetensors to write [SOURCE with the suffix .safetensors]")
-    parser.add_argument("--ema", action="store_true", help="take <prefix>.pdema, not .pdparams")
-    parser.add_argument("-c", "--config", default=None, help="YAML config whose Arch the weights fit")
-    parser.add_argument("-o", "--override", action="extend", nargs="+", default=None,
-                        metavar="KEY=VALUE", help="config overrides, e.g. Arch.scale=0.5")
-    args = parser.parse_args(argv)
-
-    from ppmobilenet.config import ConfigError, load_config
-    from ppmobilenet.errors import exit_code
-
-    def body():
-        if args.override and not args.config:
-            raise ConfigError("-o needs -c CONFIG")
-        arch = load_config(args.config, args.override)["Arch"] if args.config else None
-        from ppmobilenet.engine.safe_weights import convert_to_safetensors
-        report = convert_to_safetensors(args.source, args.out, arch, use_ema=args.ema)
-        print(report["message"])
-    return exit_code(body)
-
+from ppmobilenet.cli.convert_weights import main  # noqa: E402  (imports no paddle: main sets the CPU up first)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,21 +1,7 @@
-"""Training engine: the train loop, evaluation, checkpoints, optimizer + lr, EMA, logging
-(console + VisualDL) and the distributed helpers.
+"""Training engine: the train loop (trainer), evaluation metrics, the train and eval commands,
+checkpoints of a training run, optimizer + lr, EMA, logging (console + VisualDL), the process
+set-up (runtime: device, seed, RNG states) and the distributed helpers."""
+from .commands import evaluate, train
+from .trainer import Trainer, train_one_epoch
 
-Names are imported on first use: `ppmobilenet.cpu` must run before paddle is imported,
-and `ppmobilenet.engine.checkpoint` (used by deploy) should not pull in the data pipeline.
-"""
-import importlib
-
-_LAZY = {"train": "trainer", "Trainer": "trainer", "evaluate": "evaluation",
-         "evaluate_model": "evaluation", "load_pretrained": "checkpoint",
-         "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
-         "CheckpointError": "checkpoint"}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = sorted(_LAZY)
+__all__ = ["train", "evaluate", "Trainer", "train_one_epoch"]

@@ -1,7 +1,10 @@
 """Many processes: rank/world size from paddle.distributed.launch, init, and the few collectives
-the engine needs (averaging BN statistics, summing eval counts)."""
+the engine needs (averaging BN statistics, summing eval counts), and the digest that shows the
+ranks hold the same weights."""
+import hashlib
 import os
 
+import numpy as np
 import paddle
 import paddle.distributed as dist
 
@@ -66,3 +69,12 @@ def sync_buffers(model):
                 t = p.astype("float32") if p.dtype != paddle.float32 else p.clone()
                 dist.all_reduce(t)
                 p.set_value((t / n).astype(p.dtype))
+
+
+def weights_digest(model):
+    """SHA-1 over every tensor of the state dict, in key order (16 hex digits)."""
+    h = hashlib.sha1()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(v.numpy()).tobytes())
+    return h.hexdigest()[:16]

@@ -1,4 +1,5 @@
-"""Top-k accuracy and loss over a data loader (summed over ranks when there are several)."""
+"""The metrics: top-k accuracy and loss over a data loader (summed over ranks when there are
+several). The eval command is engine/commands.py."""
 import paddle
 
 from . import dist
@@ -56,41 +57,3 @@ def evaluate_model(model, loader, loss_fn, topk=(1, 5), class_num=1000, amp_ctx=
     out["topk"] = ks
     return out
 
-
-def evaluate(cfg, log=None):
-    """tools/eval.py: build the model from Arch, load Global.pretrained_model (or the weights of
-    Global.checkpoints), run DataLoader.Eval and return the metrics dict."""
-    from ..config import ConfigError
-    from ..data import build_dataloader
-    from ..models import build_model_from_arch
-    from . import checkpoint as ckpt
-    from .logger import get_logger
-    from .safe_weights import untrusted_pickle_note
-    from .trainer import resolve_device
-
-    g = cfg["Global"]
-    rank, world = dist.init(resolve_device(g.get("device")))
-    log = log or get_logger(None, rank)
-    if not cfg["DataLoader"].get("Eval"):
-        raise ConfigError("DataLoader.Eval is missing: nothing to evaluate on")
-    model = build_model_from_arch(cfg["Arch"])
-    weights = g.get("pretrained_model") or g.get("checkpoints")
-    if not weights:
-        raise ConfigError("Global.pretrained_model is not set: pass the weights to evaluate, "
-                          "e.g. -o Global.pretrained_model=output/demo/best_model")
-    key = "Global.pretrained_model" if g.get("pretrained_model") else "Global.checkpoints"
-    note = untrusted_pickle_note(weights, g.get("output_dir"), key) if rank == 0 else None
-    if note:
-        log.info(note)
-    if g.get("pretrained_model"):
-        rep = ckpt.load_pretrained(model, weights, skip_classifier_on_mismatch=False)
-    else:
-        rep = ckpt.load_pretrained(model, ckpt.strip_suffix(weights) + ".pdparams",
-                                   skip_classifier_on_mismatch=False, key="Global.checkpoints")
-    log.info(rep["message"])
-    loader = build_dataloader(cfg, "Eval", rank=rank, world_size=world, epoch=0)
-    m = evaluate_model(dist.wrap(model), loader, paddle.nn.CrossEntropyLoss(),
-                       (cfg.get("Metric") or {}).get("topk", [1, 5]), cfg["Arch"]["class_num"])
-    tail = " ".join(f"top{k} {m[f'top{k}']:.4f}" for k in m["topk"])
-    log.info(f"eval: loss {m['loss']:.5f} {tail} ({m['samples']} images)")
-    return m

@@ -1,15 +1,20 @@
 """The training loop: config -> model + data -> steps, evaluation, checkpoints, logs.
 
+`train_one_epoch` is the loop itself (model, loader, loss, optimizer -> the epoch's metrics), with
+no files and no config: tests call it in-process. `Trainer` is a run around it: it builds every
+part from the config, then per epoch trains, evaluates, logs and saves.
+
 Resume is exact: the .pdstates file carries the epoch and batch position, the global step,
 the best metric and its epoch, the lr scheduler, the loss scaler, the RNG states and where the
 VisualDL record file ended; batches are a pure function of (seed, epoch, index), so a resumed run
 sees the very batches the interrupted one would have seen.
 """
+import collections
 import datetime
+import functools
 import glob
-import hashlib
+import math
 import os
-import random
 import re
 import time
 
@@ -17,73 +22,96 @@ import numpy as np
 import paddle
 
 from ..config import ConfigError
+from ..errors import PPMobileNetError
 from ..data import build_dataloader, build_dataset, pop_bad_samples
 from ..models import build_model_from_arch
 from ..models.packed_depthwise import MAX_PLANE as PACKED_MAX_PLANE, use_packed_depthwise
+from ..weights import load_pretrained, strip_suffix, untrusted_pickle_note
 from . import checkpoint as ckpt
 from . import dist
 from .ema import ModelEMA
 from .evaluation import effective_topk, evaluate_model, topk_correct
-from .logger import VisualDLWriter, denormalize, flush_logger, get_logger, visualdl_command
+from .logger import VisualDLWriter, denormalize, flush_logger, get_logger, resume_problem, visualdl_command
 from .optim import build_lr_scheduler, build_optimizer
 from .outputs import write_labels, write_resolved_config
+from .run_folder import FolderInUse, claim_output_dir
+from .runtime import fresh_seed, resolve_device, rng_state, seed_everything, set_rng_state
 
 # the VisualDL scalar tags a run writes (eval_ema/* too when EMA.use_ema)
 SCALAR_TAGS = ("train/loss", "train/top1", "train/top5", "train/lr", "train/ips",
                "eval/loss", "eval/top1", "eval/top5")
 
-
-def resolve_device(name):
-    """Global.device auto|cpu|gpu -> the paddle device string."""
-    name = (name or "auto").lower()
-    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-    if name == "auto":
-        return "gpu" if has_gpu else "cpu"
-    if name == "gpu" and not has_gpu:
-        raise ConfigError("Global.device=gpu but this Paddle has no usable GPU "
-                          f"(compiled with CUDA: {paddle.is_compiled_with_cuda()}); use cpu or auto")
-    if name not in ("cpu", "gpu"):
-        raise ConfigError(f"Global.device={name!r}: choose auto, cpu or gpu")
-    return name
+# what train_one_epoch reports after each batch: the loss, the number of samples whose label is
+# in the top-k for the first two ks, the batch size, and the seconds the batch and its reading took
+BatchStats = collections.namedtuple("BatchStats", "loss correct samples batch_cost reader_cost")
 
 
-def seed_everything(seed):
-    paddle.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    random.seed(seed)
+class TrainingError(RuntimeError, PPMobileNetError):
+    """The run cannot go on; the message names the epoch and step."""
 
 
-def rng_state():
-    # numpy's key array as a list: paddle.load turns numpy arrays into tensors, and uint32
-    # tensors do not exist
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"paddle": paddle.get_rng_state(),
-            "numpy": [name, keys.tolist(), pos, has_gauss, gauss],
-            "python": random.getstate()}
+class NonFiniteLoss(TrainingError):
+    """train_one_epoch's report of a loss that is nan or inf: `loss`, and `batch`, its place in
+    this pass (1 = the pass's first batch)."""
 
-
-def set_rng_state(state):
-    if not state:
-        return
-    paddle.set_rng_state(state["paddle"])
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    random.setstate(tuple(_tuples(state["python"])))
-
-
-def _tuples(x):
-    """random.getstate() after a save/load round trip may come back with lists for tuples."""
-    return tuple(_tuples(i) for i in x) if isinstance(x, (list, tuple)) else x
+    def __init__(self, loss, batch):
+        super().__init__(f"the training loss is {loss} at batch {batch} of this pass")
+        self.loss, self.batch = loss, batch
 
 
 def build_loss(loss_cfg):
-    name = (loss_cfg or {}).get("name", "CELoss")
-    if name != "CELoss":
-        raise ConfigError(f"Loss.name={name!r}: only CELoss is supported")
-    eps = float((loss_cfg or {}).get("epsilon", 0.0) or 0.0)
-    if not 0.0 <= eps < 1.0:
-        raise ConfigError(f"Loss.epsilon={eps}: label smoothing must be in [0, 1)")
-    return paddle.nn.CrossEntropyLoss(label_smoothing=eps)
+    """Loss -> the training criterion: cross entropy, label smoothing Loss.epsilon."""
+    return paddle.nn.CrossEntropyLoss(label_smoothing=loss_cfg["epsilon"])
+
+
+def train_step(net, images, labels, loss_fn, optimizer, scheduler, scaler=None, amp_level="O1", ema=None):
+    """One optimisation step (through the AMP loss scaler when one is given) -> (loss, logits)."""
+    if scaler is not None:
+        with paddle.amp.auto_cast(enable=True, level=amp_level):
+            logits = net(images)
+            loss = loss_fn(logits.astype("float32"), labels)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        logits = net(images)
+        loss = loss_fn(logits, labels)
+        loss.backward()
+        optimizer.step()
+    optimizer.clear_grad()
+    scheduler.step()
+    if ema is not None:
+        ema.update(dist.unwrap(net))
+    return loss.item(), logits.detach()
+
+
+def train_one_epoch(net, loader, loss_fn, optimizer, scheduler, topk=(1, 5), scaler=None, amp_level="O1",
+                    ema=None, on_batch=None):
+    """Train `net` on every batch of `loader` (train_step each). on_batch(images, BatchStats), if
+    given, runs after each step (the Trainer logs and saves there; its time is not in the costs).
+    A loss that is not finite stops the pass at once (NonFiniteLoss), before on_batch: nothing
+    is logged or saved after it.
+    -> this rank's means over the pass: {"loss", "top<k>" for the first two ks, "samples", "steps"}."""
+    ks = list(topk)[:2]
+    net.train()
+    steps, samples, loss_sum, correct_sum = 0, 0, 0.0, [0.0] * len(ks)
+    tic = time.time()
+    for images, labels in loader:
+        reader_cost = time.time() - tic
+        labels = labels.reshape([-1]).astype("int64")
+        loss, logits = train_step(net, images, labels, loss_fn, optimizer, scheduler, scaler, amp_level, ema)
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(loss, steps + 1)
+        correct = topk_correct(logits.astype("float32"), labels, ks)
+        n = labels.shape[0]
+        steps, samples, loss_sum = steps + 1, samples + n, loss_sum + loss * n
+        correct_sum = [a + b for a, b in zip(correct_sum, correct)]
+        if on_batch is not None:
+            on_batch(images, BatchStats(loss, correct, n, time.time() - tic, reader_cost))
+        tic = time.time()
+    out = {"loss": loss_sum / samples if samples else float("nan"), "samples": samples, "steps": steps}
+    out.update({f"top{k}": c / samples if samples else float("nan") for k, c in zip(ks, correct_sum)})
+    return out
 
 
 class _Window:
@@ -107,9 +135,10 @@ class _Window:
 
 
 def _normalize_params(cfg):
-    for t in cfg["DataLoader"]["Train"].get("transforms") or []:
-        if isinstance(t, dict) and "Normalize" in t:
-            kw = t["Normalize"] or {}
+    """The mean/std (0-1 scale) of the training transforms' Normalize, to show the inputs."""
+    for t in cfg["DataLoader"]["Train"]["transforms"]:
+        if "Normalize" in t:
+            kw = t["Normalize"]  # paddle.vision's own defaults where the config leaves them out
             mean, std = kw.get("mean", 0.0), kw.get("std", 1.0)
             mean = mean if isinstance(mean, (list, tuple)) else [mean] * 3
             std = std if isinstance(std, (list, tuple)) else [std] * 3
@@ -130,42 +159,91 @@ def _image_strip(images, cfg, count=8):
 
 
 class Trainer:
+    """One training run of a validated config (ppmobilenet.config.load_config): run() trains
+    from the start or from Global.checkpoints to Global.epochs."""
+
     def __init__(self, cfg, log=None):
         self.cfg = cfg
-        g = cfg["Global"]
-        self.device = resolve_device(g.get("device"))
+        self.folder, self.vdl = None, None
+        try:
+            self._join_processes(log)
+            self._choose_seed()
+            self._build_model()
+            self._build_data()
+            self._build_optimization()
+            self._set_start_position()
+            self._open_visualdl()
+        except BaseException:
+            self._release()
+            raise
+
+    # ---------------------------------------------------------------- building the run
+    def _join_processes(self, log):
+        """The device, this process's rank among the launched ones, and the run's logger."""
+        g = self.cfg["Global"]
+        self.device = resolve_device(g["device"])
         self.rank, self.world = dist.init(self.device)
         self.main = self.rank == 0
         self.out = g["output_dir"]
+        self.folder = self._claim_output_dir()
         self.log = log or get_logger(self.out, self.rank)
-        self.resume_states = None
-        if g.get("checkpoints"):  # read first: a run with Global.seed null keeps its seed
-            self._warn_untrusted(ckpt.strip_suffix(g["checkpoints"]) + ".pdparams",
-                                 "Global.checkpoints")
-            self.resume_states = ckpt.read_states(g["checkpoints"])
-        self.seed = self._pick_seed(g.get("seed"))
-        if g.get("seed") is None:
-            cfg = self.cfg = _with_seed(cfg, self.seed)
-            g = cfg["Global"]
-        seed_everything(self.seed)
-        self.epochs = int(g["epochs"])
-        self.print_step = max(1, int(g.get("print_batch_step") or 10))
-        self.save_interval = int(g.get("save_interval") or 0)
-        self.eval_interval = max(1, int(g.get("eval_interval") or 1))
-        self.save_steps = int(g.get("save_steps") or 0)
+        self.epochs = g["epochs"]
+        if self.folder is not None and self.folder.stale_sets:
+            self.log.info(f"Global.overwrite_output: this run replaces the one in {self.out}; its "
+                          f"checkpoints ({', '.join(os.path.basename(p) for p in self.folder.stale_sets)}) "
+                          "are removed when this run saves its first checkpoint")
 
-        self.model = build_model_from_arch(cfg["Arch"])
-        if self.device == "cpu" and g.get("cpu_packed_depthwise", True):
-            n = use_packed_depthwise(self.model)  # same numbers, faster small planes on CPU
-            self.log.info(f"{n} depthwise convs take the packed CPU path on planes <= "
-                          f"{PACKED_MAX_PLANE} pixels (Global.cpu_packed_depthwise)")
-        self.class_num = int(cfg["Arch"]["class_num"])
-        if g.get("pretrained_model"):
+    def _claim_output_dir(self):
+        """Rank 0 locks Global.output_dir and checks that this run may train there (run_folder.py);
+        every rank learns whether it could, so the job stops together."""
+        g = self.cfg["Global"]
+        folder, problem = None, None
+        if self.main:
+            try:
+                folder = claim_output_dir(self.out, g["checkpoints"], g["overwrite_output"])
+            except PPMobileNetError as e:
+                problem = e
+        failed = dist.all_reduce_sum([0.0 if problem is None else 1.0])[0] > 0
+        if problem is not None:
+            raise problem
+        if failed:
+            raise FolderInUse(f"rank 0 could not claim Global.output_dir={self.out} (its message says why)")
+        return folder
+
+    def _choose_seed(self):
+        """Global.seed, else the resumed checkpoint's, else a fresh one (shared by every rank);
+        the checkpoint's states are read first for that reason."""
+        g = self.cfg["Global"]
+        self.resume_states = None
+        if g["checkpoints"]:
+            self._warn_untrusted(strip_suffix(g["checkpoints"]) + ".pdparams", "Global.checkpoints")
+            self.resume_states = ckpt.read_states(g["checkpoints"])
+        self.seed = self._pick_seed(g["seed"])
+        if g["seed"] is None:
+            self.cfg = _with_seed(self.cfg, self.seed)
+        seed_everything(self.seed)
+
+    def _build_model(self):
+        """The network of Arch, the packed CPU depthwise path, Global.pretrained_model."""
+        g = self.cfg["Global"]
+        self.model = build_model_from_arch(self.cfg["Arch"])
+        self.class_num = self.cfg["Arch"]["class_num"]
+        if self.device == "cpu" and g["cpu_packed_depthwise"]:
+            self._use_packed_depthwise()
+        if g["pretrained_model"]:
             self._warn_untrusted(g["pretrained_model"], "Global.pretrained_model")
-            rep = ckpt.load_pretrained(self.model, g["pretrained_model"])
+            rep = load_pretrained(self.model, g["pretrained_model"])
             self.log.info(f"pretrained: {rep['message']}")
 
-        self.train_dataset = build_dataset(cfg, "Train")
+    def _use_packed_depthwise(self):
+        """Same numbers, faster small planes on CPU (models/packed_depthwise.py)."""
+        n = use_packed_depthwise(self.model)
+        self.log.info(f"{n} depthwise convs take the packed CPU path on planes <= "
+                      f"{PACKED_MAX_PLANE} pixels (Global.cpu_packed_depthwise)")
+
+    def _build_data(self):
+        """The training set (built once, re-used by every epoch's loader) and the eval loader."""
+        self.train_dataset = build_dataset(self.cfg, "Train")
         self.train_batches = len(self._train_loader(0))
         data_classes = getattr(self.train_dataset, "class_num", None)
         if data_classes is not None and int(data_classes) > self.class_num:
@@ -175,48 +253,49 @@ class Trainer:
             raise ConfigError("DataLoader.Train gives no batch (empty data set, or drop_last with "
                               "fewer samples than DataLoader.Train.sampler.batch_size)")
         self.eval_loader = None
-        if g.get("eval_during_train", True) and cfg["DataLoader"].get("Eval"):
-            self.eval_loader = build_dataloader(cfg, "Eval", rank=self.rank,
-                                                world_size=self.world, epoch=0)
+        if self.cfg["Global"]["eval_during_train"]:
+            self.eval_loader = build_dataloader(self.cfg, "Eval", rank=self.rank, world_size=self.world, epoch=0)
 
-        self.scheduler = build_lr_scheduler(cfg["Optimizer"]["lr"], self.epochs,
-                                            self.train_batches)
-        amp = cfg.get("AMP") or {}
-        self.use_amp = bool(amp.get("use_amp"))
+    def _build_optimization(self):
+        """The lr schedule, AMP (GPU only), the optimizer, the losses, EMA and the top-k to report."""
+        cfg = self.cfg
+        self.scheduler = build_lr_scheduler(cfg["Optimizer"]["lr"], self.epochs, self.train_batches)
+        amp = cfg["AMP"]
+        self.use_amp = amp["use_amp"]
         if self.use_amp and self.device != "gpu":
             self.log.info("AMP.use_amp is set but the device is CPU: AMP is off, training in "
                           "float32 (paddle.amp needs a GPU)")
             self.use_amp = False
-        self.amp_level = amp.get("level", "O1")
-        self.optimizer = build_optimizer(cfg["Optimizer"], self.model.parameters(),
-                                         self.scheduler,
+        self.amp_level = amp["level"]
+        self.optimizer = build_optimizer(cfg["Optimizer"], self.model.parameters(), self.scheduler,
                                          multi_precision=self.use_amp and self.amp_level == "O2")
         self.scaler = None
         if self.use_amp:
-            self.scaler = paddle.amp.GradScaler(
-                init_loss_scaling=float(amp.get("scale_loss", 1024.0)),
-                use_dynamic_loss_scaling=bool(amp.get("use_dynamic_loss_scaling", True)))
+            self.scaler = paddle.amp.GradScaler(init_loss_scaling=amp["scale_loss"],
+                                                use_dynamic_loss_scaling=amp["use_dynamic_loss_scaling"])
             if self.amp_level == "O2":
                 self.model, self.optimizer = paddle.amp.decorate(
-                    models=self.model, optimizers=self.optimizer, level="O2",
-                    save_dtype="float32")
-        self.loss_fn = build_loss(cfg.get("Loss"))
+                    models=self.model, optimizers=self.optimizer, level="O2", save_dtype="float32")
+        self.loss_fn = build_loss(cfg["Loss"])
         self.eval_loss_fn = paddle.nn.CrossEntropyLoss()
-        ema_cfg = cfg.get("EMA") or {}
-        self.ema = ModelEMA(self.model, ema_cfg.get("decay", 0.9999)) \
-            if ema_cfg.get("use_ema") else None
-        self.topk = effective_topk((cfg.get("Metric") or {}).get("topk", [1, 5]), self.class_num)
+        self.ema = ModelEMA(self.model, cfg["EMA"]["decay"]) if cfg["EMA"]["use_ema"] else None
+        self.topk = effective_topk(cfg["Metric"]["topk"], self.class_num)
 
-        # training position; overwritten by a resume
+    def _set_start_position(self):
+        """Epoch 0, or where Global.checkpoints left off; then the model as the ranks share it."""
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
         self.best_metric, self.best_epoch, self.last_eval = None, None, None
-        vdl_resume = None
+        self._vdl_resume, self._last_save = None, None
         if self.resume_states is not None:
-            vdl_resume = self._resume(g["checkpoints"])
+            self._vdl_resume = self._resume(self.cfg["Global"]["checkpoints"])
+            self._last_save = f"{strip_suffix(self.cfg['Global']['checkpoints'])}, at step {self.global_step}"
         self.net = dist.wrap(self.model)
-        self.vdl = None
-        if self.main and g.get("use_visualdl", True):
-            self.vdl = VisualDLWriter(os.path.join(self.out, "vdl"), resume=vdl_resume)
+
+    def _open_visualdl(self):
+        """The writer makes its record file at the first record (logger.py): a run that fails
+        before its first step leaves none to hide the curves of the run before."""
+        if self.main and self.cfg["Global"]["use_visualdl"]:
+            self.vdl = VisualDLWriter(os.path.join(self.out, "vdl"), resume=self._vdl_resume)
 
     # ---------------------------------------------------------------- helpers
     def _train_loader(self, epoch, start_batch=0):
@@ -228,19 +307,18 @@ class Trainer:
         """One line before a pickle from outside this run's output directory is opened."""
         if not self.main:
             return
-        from .safe_weights import untrusted_pickle_note
         msg = untrusted_pickle_note(path, self.out, key=key)
         if msg:
             self.log.info(msg)
 
     def _pick_seed(self, seed):
         if seed is not None:
-            return int(seed)
+            return seed
         if self.resume_states and self.resume_states.get("seed") is not None:
             seed = int(self.resume_states["seed"])
             self.log.info(f"Global.seed is null: resuming with the checkpoint's seed {seed}")
             return seed
-        seed = int(np.random.SeedSequence().entropy % (2 ** 31))
+        seed = fresh_seed()
         if self.world > 1:  # every rank must shuffle alike: rank 0's draw wins
             t = paddle.to_tensor([seed], dtype="int64")
             paddle.distributed.broadcast(t, src=0)
@@ -254,7 +332,8 @@ class Trainer:
 
     def _resume(self, prefix):
         states = ckpt.load_checkpoint(prefix, self.model, self.optimizer, self.ema)
-        if states.get("arch") and states["arch"] != self.cfg["Arch"]:
+        stored_arch = states.get("arch")
+        if stored_arch and any(self.cfg["Arch"].get(k) != v for k, v in stored_arch.items()):
             self.log.info(f"warning: checkpoint Arch {states['arch']} differs from the config's "
                           f"{self.cfg['Arch']}")
         self.epoch = int(states["epoch"])
@@ -269,8 +348,8 @@ class Trainer:
         stored = (states.get("lr_scheduler") or {}).get("last_lr")
         if stored is not None and abs(stored - self.scheduler.last_lr) > 1e-12 * max(1.0, stored):
             self.log.info(f"note: the lr schedule differs from the checkpoint's (lr {stored:.6g} "
-                          f"there, {self.scheduler.last_lr:.6g} now): Global.epochs or "
-                          "Optimizer.lr changed; following the config")
+                          f"there, {self.scheduler.last_lr:.6g} now): {self._schedule_change(states)}; "
+                          "following the config")
         if self.scaler is not None and states.get("grad_scaler"):
             self.scaler.load_state_dict(states["grad_scaler"])
         if self.ema is not None:
@@ -282,9 +361,34 @@ class Trainer:
                           "interrupted run's")
         best = "none yet" if self.best_metric is None else \
             f"{self.best_metric:.4f} (epoch {self.best_epoch})"
-        self.log.info(f"resumed from {ckpt.strip_suffix(prefix)}: epoch {self.epoch}, batch "
+        self.log.info(f"resumed from {strip_suffix(prefix)}: epoch {self.epoch}, batch "
                       f"{self.batch_in_epoch}, global step {self.global_step}, best top-1 {best}")
+        return self._checked_vdl_position(states, prefix)
+
+    def _checked_vdl_position(self, states, prefix):
+        """The VisualDL record position of the .pdstates, whose file name the resume opens and
+        cuts: it must name a record file inside this run's vdl folder."""
+        problem = resume_problem(states.get("vdl"), os.path.join(self.out, "vdl"))
+        if problem:
+            raise ckpt.CheckpointError(f"Global.checkpoints={strip_suffix(prefix)}: "
+                                       f"{strip_suffix(prefix)}.pdstates: {problem}; refusing it (a path "
+                                       "read from a checkpoint must stay inside the run's folder)")
         return states.get("vdl")
+
+    def _schedule_change(self, states):
+        """What changed the lr schedule since the checkpoint: its steps per epoch first."""
+        bs = self.cfg["DataLoader"]["Train"]["sampler"]["batch_size"]
+        old_bs, old_steps = states.get("batch_size"), states.get("steps_per_epoch")
+        steps = f"{old_steps} -> {self.train_batches} steps per epoch"
+        if old_bs is not None and old_bs != bs:
+            return f"DataLoader.Train.sampler.batch_size changed from {old_bs} to {bs} ({steps})"
+        if states.get("world_size", self.world) != self.world:
+            return f"the number of processes changed ({steps})"
+        if old_steps is not None and old_steps != self.train_batches:
+            return f"DataLoader.Train's data set changed ({steps})"
+        if old_steps is None:  # a checkpoint of an older version records neither
+            return "Global.epochs, Optimizer.lr or DataLoader.Train.sampler.batch_size changed"
+        return "Global.epochs or Optimizer.lr changed"
 
     def _states(self):
         return {
@@ -296,13 +400,19 @@ class Trainer:
             "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "ema_updates": self.ema.updates if self.ema is not None else 0,
             "rng": rng_state(), "seed": self.seed, "world_size": self.world,
+            "batch_size": self.cfg["DataLoader"]["Train"]["sampler"]["batch_size"],
+            "steps_per_epoch": self.train_batches,
             "arch": dict(self.cfg["Arch"]),
             "vdl": self.vdl.position() if self.vdl is not None else None,
         }
 
     def _save(self, name):
+        self._last_save = f"{os.path.join(self.out, name)}, at step {self.global_step}"
         if not self.main:
             return
+        if self.folder is not None and self.folder.stale_sets:  # Global.overwrite_output
+            removed = self.folder.remove_stale_sets()
+            self.log.info(f"removed the replaced run's checkpoints: {', '.join(removed)}")
         prefix = os.path.join(self.out, name)
         ckpt.save_checkpoint(prefix, self.model, self.optimizer, self._states(), self.ema)
         return prefix
@@ -316,17 +426,24 @@ class Trainer:
         try:
             return self._run()
         finally:
-            # VisualDL's writer thread would keep a failed run's process alive
-            if self.vdl is not None:
-                try:
-                    self.vdl.close()
-                except Exception:  # noqa: BLE001 -- a full disk must not hide the first error
-                    pass
-                self.vdl = None
+            self._release()
+
+    def _release(self):
+        """Close the VisualDL writer (its thread would keep a failed run's process alive) and
+        give up the output folder."""
+        if self.vdl is not None:
+            try:
+                self.vdl.close()
+            except Exception:  # noqa: BLE001 -- a full disk must not hide the first error
+                pass
+            self.vdl = None
+        if self.folder is not None:
+            self.folder.release()
+            self.folder = None
 
     def _run(self):
-        log, g = self.log, self.cfg["Global"]
-        bs = int(self.cfg["DataLoader"]["Train"]["sampler"]["batch_size"])
+        log = self.log
+        bs = self.cfg["DataLoader"]["Train"]["sampler"]["batch_size"]
         if self.main:
             write_resolved_config(self.cfg, self.out)
             write_labels(self.cfg, self.out, log, dataset=self.train_dataset)
@@ -337,51 +454,27 @@ class Trainer:
         if self.vdl is not None:
             log.info(f"VisualDL logs in {self.vdl.logdir}; watch them with: "
                      f"{visualdl_command(self.vdl.logdir)}")
-            if self.global_step == 0:
-                self._write_hparams(bs)
         flush_logger(log)
-        total_steps = self.epochs * self.train_batches
-        window = _Window()
-        first_images_logged = self.global_step > 0
+        self._window = _Window()
+        self._images_logged = self.global_step > 0
+        self._steps_this_run = 0
         t_start = time.time()
-        steps_this_run = 0
         while self.epoch < self.epochs:
             epoch = self.epoch
             loader = self._train_loader(epoch, self.batch_in_epoch)
-            self.net.train()
-            tic = time.time()
-            for images, labels in loader:
-                reader_cost = time.time() - tic
-                labels = labels.reshape([-1]).astype("int64")
-                if not first_images_logged and self.vdl is not None:
-                    self.vdl.image("train/inputs", _image_strip(images, self.cfg), 0)
-                    first_images_logged = True
-                loss, logits = self._step(images, labels)
-                self.batch_in_epoch = loader.next_batch
-                self.global_step += 1
-                steps_this_run += 1
-                c = topk_correct(logits.astype("float32"), labels, self.topk[:2])
-                n = labels.shape[0]
-                top5 = c[1] / n if len(c) > 1 else c[0] / n
-                window.add(loss, c[0] / n, top5, time.time() - tic, reader_cost, n * self.world)
-                last = self.batch_in_epoch == self.train_batches
-                if self.global_step % self.print_step == 0 or last:
-                    self._log_window(window, epoch, total_steps)
-                    window.reset()
-                if self.save_steps and self.global_step % self.save_steps == 0 and not last:
-                    dist.sync_buffers(self.model)  # every rank: the resumed ranks all start alike
-                    if self._save("latest"):
-                        log.info(f"saved {os.path.join(self.out, 'latest')} inside epoch "
-                                 f"{epoch + 1} (batch {self.batch_in_epoch}, step "
-                                 f"{self.global_step})")
-                tic = time.time()
+            try:
+                train_one_epoch(self.net, loader, self.loss_fn, self.optimizer, self.scheduler, self.topk,
+                                scaler=self.scaler, amp_level=self.amp_level, ema=self.ema,
+                                on_batch=functools.partial(self._after_batch, loader, epoch))
+            except NonFiniteLoss as e:
+                raise self._non_finite(e, epoch) from None
             self.batch_in_epoch = loader.next_batch
             if self.batch_in_epoch != self.train_batches:
                 raise RuntimeError(f"epoch {epoch + 1}: the data loader gave "
                                    f"{self.batch_in_epoch} of {self.train_batches} batches")
             self._end_of_epoch(loader, epoch)
         if self.world > 1:  # same digest on every rank = the ranks hold the same weights
-            log.info(f"weights digest (rank {self.rank}): {weights_digest(self.model)}")
+            log.info(f"weights digest (rank {self.rank}): {dist.weights_digest(self.model)}")
         dist.barrier()
         elapsed = time.time() - t_start
         vdl_dir = self.vdl.logdir if self.vdl is not None else None
@@ -391,7 +484,7 @@ class Trainer:
         if self.main:
             best = "none" if self.best_metric is None else \
                 f"{self.best_metric:.4f} at epoch {self.best_epoch}"
-            log.info(f"done in {datetime.timedelta(seconds=int(elapsed))} ({steps_this_run} "
+            log.info(f"done in {datetime.timedelta(seconds=int(elapsed))} ({self._steps_this_run} "
                      f"steps this run); best eval top-1 {best}")
             sets = sorted((os.path.basename(p)[:-len(".pdparams")]
                            for p in glob.glob(os.path.join(glob.escape(self.out), "*.pdparams"))),
@@ -404,25 +497,39 @@ class Trainer:
         return {"best_metric": self.best_metric, "best_epoch": self.best_epoch,
                 "last_eval": self.last_eval, "global_step": self.global_step}
 
-    def _step(self, images, labels):
-        if self.use_amp:
-            with self._amp_ctx():
-                logits = self.net(images)
-                loss = self.loss_fn(logits.astype("float32"), labels)
-            scaled = self.scaler.scale(loss)
-            scaled.backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            logits = self.net(images)
-            loss = self.loss_fn(logits, labels)
-            loss.backward()
-            self.optimizer.step()
-        self.optimizer.clear_grad()
-        self.scheduler.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
-        return loss.item(), logits.detach()
+    def _non_finite(self, e, epoch):
+        step = self.global_step + 1      # _after_batch never ran for the bad step
+        kept = (f"the checkpoints saved before it are kept (the last: {self._last_save})"
+                if self._last_save else "no checkpoint was saved before it")
+        return TrainingError(
+            f"epoch {epoch + 1}, step {step} (batch {self.batch_in_epoch + 1} of {self.train_batches}): the "
+            f"training loss is {e.loss}; the run stopped there and saved nothing after it; {kept}. "
+            "A lower Optimizer.lr.learning_rate (or a longer Optimizer.lr.warmup_epoch) usually cures "
+            "it; a bad image gives it too")
+
+    def _after_batch(self, loader, epoch, images, stats):
+        """train_one_epoch's on_batch: the position, the console line, VisualDL, save_steps."""
+        if not self._images_logged and self.vdl is not None:
+            # a fresh run's first records, written once it has really started (see _open_visualdl)
+            self._write_hparams(self.cfg["DataLoader"]["Train"]["sampler"]["batch_size"])
+            self.vdl.image("train/inputs", _image_strip(images, self.cfg), 0)
+            self._images_logged = True
+        self.batch_in_epoch = loader.next_batch
+        self.global_step += 1
+        self._steps_this_run += 1
+        c, n = stats.correct, stats.samples
+        top5 = c[1] / n if len(c) > 1 else c[0] / n
+        self._window.add(stats.loss, c[0] / n, top5, stats.batch_cost, stats.reader_cost, n * self.world)
+        last = self.batch_in_epoch == self.train_batches
+        g = self.cfg["Global"]
+        if self.global_step % g["print_batch_step"] == 0 or last:
+            self._log_window(self._window, epoch, self.epochs * self.train_batches)
+            self._window.reset()
+        if g["save_steps"] and self.global_step % g["save_steps"] == 0 and not last:
+            dist.sync_buffers(self.model)  # every rank: the resumed ranks all start alike
+            if self._save("latest"):
+                self.log.info(f"saved {os.path.join(self.out, 'latest')} inside epoch "
+                              f"{epoch + 1} (batch {self.batch_in_epoch}, step {self.global_step})")
 
     def _log_window(self, w, epoch, total_steps):
         lr = self.optimizer.get_lr()
@@ -441,6 +548,10 @@ class Trainer:
         self._scalar("train/lr", lr)
         self._scalar("train/ips", ips)
 
+    def _evaluate(self):
+        return evaluate_model(self.net, self.eval_loader, self.eval_loss_fn, self.topk, self.class_num,
+                              self._amp_ctx if self.use_amp else None)
+
     def _end_of_epoch(self, loader, epoch):
         log = self.log
         bad = pop_bad_samples(loader)  # listed by the data logger above, into train.log too
@@ -451,9 +562,8 @@ class Trainer:
         self.epoch, self.batch_in_epoch = epoch + 1, 0
         n = self.epoch
         is_best = False
-        if self.eval_loader is not None and (n % self.eval_interval == 0 or n == self.epochs):
-            m = evaluate_model(self.net, self.eval_loader, self.eval_loss_fn, self.topk,
-                         self.class_num, self._amp_ctx if self.use_amp else None)
+        if self.eval_loader is not None and (n % self.cfg["Global"]["eval_interval"] == 0 or n == self.epochs):
+            m = self._evaluate()
             self.last_eval = {k: v for k, v in m.items() if k != "topk"}
             tail = " ".join(f"top{k} {m[f'top{k}']:.4f}" for k in m["topk"])
             line = f"eval epoch [{n}/{self.epochs}] loss {m['loss']:.5f} {tail} ({m['samples']} images)"
@@ -461,8 +571,7 @@ class Trainer:
                 self._scalar(f"eval/{k}", m[k])
             if self.ema is not None:
                 with self.ema.applied(self.model):
-                    e = evaluate_model(self.net, self.eval_loader, self.eval_loss_fn, self.topk,
-                                 self.class_num, self._amp_ctx if self.use_amp else None)
+                    e = self._evaluate()
                 line += f"; EMA top1 {e['top1']:.4f}"
                 for k in ["loss"] + [f"top{k}" for k in e["topk"]]:
                     self._scalar(f"eval_ema/{k}", e[k])
@@ -472,7 +581,7 @@ class Trainer:
             log.info(line + f"; best top1 {self.best_metric:.4f} (epoch {self.best_epoch})")
         if is_best:
             self._save("best_model")
-        if self.save_interval and n % self.save_interval == 0:
+        if n % self.cfg["Global"]["save_interval"] == 0:
             self._save(f"epoch_{n}")
         self._save("latest")
         if self.main:
@@ -483,37 +592,22 @@ class Trainer:
     def _write_hparams(self, bs):
         c = self.cfg
         lr = c["Optimizer"]["lr"]
-        reg = c["Optimizer"].get("regularizer") or {}
         params = {
-            "arch": c["Arch"]["name"], "scale": float(c["Arch"].get("scale", 1.0)),
-            "head": str(c["Arch"].get("head", "")), "class_num": self.class_num,
+            "arch": c["Arch"]["name"], "scale": c["Arch"]["scale"],
+            "head": c["Arch"]["head"], "class_num": self.class_num,
             "epochs": self.epochs, "global_batch": bs * self.world,
-            "lr": float(lr.get("learning_rate", 0.0)), "lr_schedule": lr.get("name", ""),
-            "warmup_epoch": float(lr.get("warmup_epoch", 0) or 0),
-            "momentum": float(c["Optimizer"].get("momentum", 0.9)),
-            "l2": float(reg.get("coeff", 0.0) or 0.0),
-            "label_smoothing": float((c.get("Loss") or {}).get("epsilon", 0.0) or 0.0),
+            "lr": lr["learning_rate"], "lr_schedule": lr["name"],
+            "warmup_epoch": float(lr["warmup_epoch"]),
+            "momentum": c["Optimizer"]["momentum"],
+            "l2": c["Optimizer"]["regularizer"]["coeff"],
+            "label_smoothing": c["Loss"]["epsilon"],
             "ema": int(bool(self.ema)), "amp": self.amp_level if self.use_amp else "off",
             "seed": self.seed,
         }
         self.vdl.hparams(params, ["eval/top1", "eval/loss"])
 
 
-def weights_digest(model):
-    """SHA-1 over every tensor of the state dict, in key order."""
-    h = hashlib.sha1()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(v.numpy()).tobytes())
-    return h.hexdigest()[:16]
-
-
 def _with_seed(cfg, seed):
     out = dict(cfg)
     out["Global"] = dict(cfg["Global"], seed=seed)
     return out
-
-
-def train(cfg, log=None):
-    """Train from a loaded config (ppmobilenet.config.load_config). Returns a summary dict."""
-    return Trainer(cfg, log).run()
