@@ -1,6 +1,4 @@
-"""The benchmark behind tools/benchmark.py: every engine in its own process (worker.py), timed
-side by side in interleaved rounds (timing.py), with peak memory, output agreement, INT8
-quantization (int8.py), the PyTorch peer (torch_peer.py) and the report (report.py).
-
-Importing this package imports no paddle: tools/benchmark.py sets the CPU environment first.
-"""
+"""The benchmark behind tools/benchmark.py (ppmobilenet.cli.benchmark): every engine in its own
+process (procs.py starts it, worker.py runs it), built from the package's own predictors and
+training step (engines.py) or the PyTorch peer (torch_peer.py); side-by-side rounds (timing.py),
+agreement, the sections (sections.py, run.py) and the report of the goals in specs.py."""

@@ -1,5 +1,6 @@
 """Do the engines compute the same thing? Outputs of every engine on the same real images,
-compared with a reference engine (probabilities: max abs diff; top-1 agreement)."""
+compared with a reference engine (probabilities: max abs diff; top-1 agreement), and the first
+training losses of every variant from the same weights. Each verdict says why when it fails."""
 import numpy as np
 
 FP32_TOL = 1e-4   # probabilities; oneDNN / MLAS / Lite reorder float sums differently (~1e-6 seen)
@@ -18,41 +19,39 @@ DP_LOSS_RTOL = 0.1
 
 
 def compare_outputs(outputs, reference, trained=True):
-    """outputs: {engine: array [N, classes]} -> {engine: {max_abs_diff, top1_agree, tol, ok}}.
+    """outputs: {engine: array [N, classes]} -> {engine: {max_abs_diff, top1_agree, tol, ok, why}}.
     trained: the weights were trained (INT8 engines are judged only then)."""
-    ref = outputs[reference]
-    report = {}
+    ref, report = outputs[reference], {}
     for name, out in outputs.items():
-        tol = INT8_TOL if name.startswith("int8") else FP32_TOL
+        int8 = name.startswith("int8")
+        tol = INT8_TOL if int8 else FP32_TOL
         if out.shape != ref.shape:
-            report[name] = {"ok": False, "error": f"shape {list(out.shape)} vs {list(ref.shape)}",
-                            "tol": tol}
+            report[name] = {"ok": False, "tol": tol, "why": f"shape {list(out.shape)} vs {list(ref.shape)}"}
             continue
-        diff = float(np.abs(out - ref).max())
-        same = out.argmax(1) == ref.argmax(1)
-        ok = bool(np.isfinite(out).all() and diff <= tol)
-        report[name] = {"max_abs_diff": diff, "top1_agree": float(same.mean()), "tol": tol}
-        if name.startswith("int8"):
+        diff, same = float(np.abs(out - ref).max()), out.argmax(1) == ref.argmax(1)
+        r = report[name] = {"max_abs_diff": diff, "top1_agree": float(same.mean()), "tol": tol,
+                            "ok": bool(np.isfinite(out).all() and diff <= tol),
+                            "why": f"max abs diff {diff:.3g} > {tol:g}" if np.isfinite(diff)
+                            else "outputs not finite"}
+        if int8:
             srt = np.sort(ref, axis=1)
             sure = (srt[:, -1] - srt[:, -2]) > INT8_MARGIN
-            report[name]["sure_flips"] = int((sure & ~same).sum())
-            report[name]["judged"] = bool(trained)
-            if trained:
-                ok = ok and report[name]["sure_flips"] == 0
-            else:
-                ok = bool(np.isfinite(out).all())
-        report[name]["ok"] = ok
+            r.update(sure_flips=int((sure & ~same).sum()), judged=bool(trained))
+            r["ok"] = (r["ok"] and r["sure_flips"] == 0) if trained else bool(np.isfinite(out).all())
+            if r["sure_flips"] and trained and diff <= tol:
+                r["why"] = f"{r['sure_flips']} images where fp32 is sure change class"
     return report
 
 
 def compare_losses(losses, reference):
-    """losses: {engine: [first training losses]} -> {engine: {max_rel_diff, ok}}."""
-    ref = np.asarray(losses[reference], dtype="float64")
-    report = {}
+    """losses: {engine: [first training losses]} -> {engine: {losses, max_rel_diff, tol, ok, why}}."""
+    ref, report = np.asarray(losses[reference], dtype="float64"), {}
     for name, l in losses.items():
         l = np.asarray(l, dtype="float64")
         rel = float(np.max(np.abs(l - ref) / np.maximum(np.abs(ref), 1e-12)))
         tol = DP_LOSS_RTOL if name.endswith("+dp") else LOSS_RTOL
         report[name] = {"losses": [float(v) for v in l], "max_rel_diff": rel, "tol": tol,
-                        "ok": bool(np.isfinite(l).all() and rel <= tol)}
+                        "ok": bool(np.isfinite(l).all() and rel <= tol),
+                        "why": f"first losses {[float(v) for v in l]} differ by {rel:.2g} "
+                               f"(relative) > {tol:g}"}
     return report

@@ -1,112 +1,100 @@
-"""The parent's side of worker.py: start one process per engine, talk to it, collect its peak RSS."""
+"""The benchmark's end of worker.py: start an engine's process (for data parallel training, a
+paddle.distributed.launch of one process per rank), talk to it over a local socket, collect its
+peak memory. Its output goes to a log whose end every error message carries."""
 import json
 import os
-import select
+import signal
+import socket
 import subprocess
-import sys
 import time
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
-# Set per engine by the spec, never inherited from the shell that runs the benchmark.
+from ppmobilenet.errors import PPMobileNetError
+
+# Set per engine by its spec, never inherited from the shell that runs the benchmark.
 CONTROLLED_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", "FLAGS_use_mkldnn",
                   "ONEDNN_VERBOSE", "DNNL_VERBOSE")
 
 
-class BenchError(RuntimeError):
-    """An engine failed: the message names it and carries the end of its stderr."""
+class BenchError(PPMobileNetError):
+    """An engine failed: the message names it and carries the end of its log."""
 
 
 class Worker:
-    def __init__(self, name, spec, python=None, env=None, log_dir=None, timeout=600):
-        self.name, self.spec, self.timeout = name, spec, timeout
-        self.python = python or sys.executable
-        full_env = {k: v for k, v in os.environ.items() if k not in CONTROLLED_ENV}
-        full_env.update({k: str(v) for k, v in (env or {}).items()})
-        full_env.setdefault("PYTHONUNBUFFERED", "1")
-        if log_dir:
-            os.makedirs(log_dir, exist_ok=True)
-        self.log_path = os.path.join(log_dir, f"{_safe(name)}.log") if log_dir else os.devnull
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([self.python, WORKER, json.dumps(spec)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._log, env=full_env,
-                                     text=True, bufsize=1)
-        self.info = None
-        self.closed = None
-
-    def _read(self, what):
-        deadline = time.time() + self.timeout
-        while True:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 1.0)
-            if ready:
-                line = self.proc.stdout.readline()
-                if line:
-                    break
-                self._fail(f"{what}: the process ended (exit code {self.proc.wait()})")
-            if self.proc.poll() is not None:
-                self._fail(f"{what}: the process ended (exit code {self.proc.returncode})")
-            if time.time() > deadline:
-                self.kill()
-                self._fail(f"{what}: no answer in {self.timeout} s")
-        reply = json.loads(line)
-        if "error" in reply:
-            self._fail(f"{what}: {reply['error']}")
-        return reply
+    def __init__(self, name, spec, cmd, env, log_dir, ranks=1, timeout=600):
+        self.name, self.ranks, self.timeout, self.ranks_io, self.info = name, ranks, timeout, [], None
+        self.server = socket.create_server(("127.0.0.1", 0))
+        spec = dict(spec, connect="127.0.0.1:%d" % self.server.getsockname()[1])
+        env = dict({k: v for k, v in os.environ.items() if k not in CONTROLLED_ENV},
+                   **{k: str(v) for k, v in env.items()})
+        os.makedirs(log_dir, exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        self.log_path = os.path.join(log_dir, safe + ".log")
+        with open(self.log_path, "w") as log:  # its own session: kill() takes a launcher's ranks too
+            self.proc = subprocess.Popen(cmd + [json.dumps(spec)], stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def _fail(self, message):
-        raise BenchError(f"engine {self.name}: {message}{self.stderr_tail()}")
+        with open(self.log_path, errors="replace") as f:
+            tail = [line.rstrip() for line in f if line.strip()][-15:]
+        raise BenchError(f"engine {self.name}: {message}" + (
+            f"\n  its log ({self.log_path}):\n    " + "\n    ".join(tail) if tail else ""))
 
-    def stderr_tail(self, lines=15):
-        if self.log_path == os.devnull:
-            return ""
-        self._log.flush()
+    def _read(self, stream, what):
         try:
-            with open(self.log_path, errors="replace") as f:
-                tail = [l.rstrip() for l in f.readlines() if l.strip()][-lines:]
-        except OSError:
-            return ""
-        return ("\n  its stderr (" + self.log_path + "):\n    " + "\n    ".join(tail)) if tail else ""
+            line = stream.readline()
+        except socket.timeout:
+            self.kill()
+            self._fail(f"{what}: no answer in {self.timeout} s")
+        if not line:  # the process closed the connection: it ended or is ending
+            time.sleep(0.5)
+            self._fail(f"{what}: the process ended (exit code {self.proc.poll()})")
+        reply = json.loads(line)
+        if "error" in reply:
+            self._fail(reply["error"])
+        return reply
 
     def wait_ready(self):
+        """Every rank connected and loaded -> rank 0's hello (engine info, thread settings)."""
+        deadline = time.time() + self.timeout
+        self.server.settimeout(1.0)
+        while self.info is None and len(self.ranks_io) < self.ranks:
+            try:
+                conn = self.server.accept()[0]
+            except socket.timeout:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.kill()
+                    self._fail(f"loading: no connection (exit code {self.proc.returncode})")
+                continue
+            conn.settimeout(self.timeout)
+            self.ranks_io.append(conn.makefile("rw"))
         if self.info is None:
-            self.info = self._read("loading")
+            hellos = [self._read(s, "loading") for s in self.ranks_io]
+            order = sorted(range(self.ranks), key=lambda i: hellos[i]["rank"])
+            self.ranks_io, self.info = [self.ranks_io[i] for i in order], hellos[order[0]]
         return self.info
 
     def call(self, op, **kw):
-        self.proc.stdin.write(json.dumps(dict(op=op, **kw)) + "\n")
-        self.proc.stdin.flush()
-        return self._read(op)
+        """Send to every rank, wait for all -> their replies, rank 0's first."""
+        for s in self.ranks_io:
+            s.write(json.dumps(dict(op=op, **kw)) + "\n")
+            s.flush()
+        return [self._read(s, op) for s in self.ranks_io]
 
     def close(self):
-        """-> {"maxrss_kb", "base_rss_kb"} (peak RSS of this engine's process)."""
-        if self.closed is None and self.proc.poll() is None:
-            self.closed = self.call("quit")
+        """-> the peak memory of the process (data parallel: summed over the ranks); then it is gone."""
+        try:
+            ranks = self.call("quit")
             self.proc.wait(timeout=60)
-        self._log.close()
-        return self.closed
+        finally:
+            self.kill()
+        mem = {"peak_rss_mib": sum(r["maxrss_kb"] for r in ranks) / 1024,
+               "start_rss_mib": ranks[0]["base_rss_kb"] / 1024}
+        return dict(mem, rank0_peak_rss_mib=ranks[0]["maxrss_kb"] / 1024) if len(ranks) > 1 else mem
 
     def kill(self):
         if self.proc.poll() is None:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        if not self._log.closed:
-            self._log.close()
-
-
-def _safe(name):
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def start_all(engines, log_dir, timeout=600):
-    """engines: [(name, spec, python, env)] -> {name: Worker}, all loaded (started together:
-    imports overlap). A failed load kills the others before raising."""
-    workers = {}
-    try:
-        for name, spec, python, env in engines:
-            workers[name] = Worker(name, spec, python, env, log_dir, timeout)
-        for w in workers.values():
-            w.wait_ready()
-    except BaseException:
-        for w in workers.values():
-            w.kill()
-        raise
-    return workers
+        for s in self.ranks_io:
+            s.close()
+        self.server.close()

@@ -1,46 +1,105 @@
-"""Which engines the benchmark runs, and how each worker process is started (spec + env)."""
+"""What the benchmark runs: the models, the engines and their settings, the goals the report
+measures, and the command that starts each engine's process. A new model, engine or goal is a
+row in one of these tables."""
 import os
 import sys
+from importlib.util import find_spec
 
 from ppmobilenet.cpu import available_cores
 
-# Paddle Inference variants, one knob each, for finding out where its time goes. All but
-# "-untuned" start with the project's CPU settings (ppmobilenet/cpu.py), as tools/infer.py does.
-PADDLE_VARIANTS = {
-    "paddle-onednn": {"onednn": True},            # what `tools/infer.py --backend paddle` runs
-    "paddle-onednn-untuned": {"onednn": True, "untuned": True},  # threads only: plain Paddle
-    "paddle-native": {"onednn": False},
-    "paddle-onednn-noir": {"onednn": True, "ir_optim": False},           # no IR passes
-    "paddle-onednn-legacy": {"onednn": True, "format": "legacy"},        # ProgramDesc, old executor
-    "paddle-onednn-memopt": {"onednn": True, "memory_optim": True},
-    "paddle-onednn-cache1": {"onednn": True, "cache_capacity": 1},       # oneDNN shape cache of 1
-    "paddle-openvino": {"openvino": True, "format": "legacy"},           # OpenVINO inside Paddle
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO_CONFIG = os.path.join(ROOT, "configs", "demo.yaml")
+ENGINE = [sys.executable, os.path.join(ROOT, "tools", "benchmark.py"), "--engine"]  # + spec JSON
+LITE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
+
+# key -> Arch: the registry's models at ImageNet's 1000 classes, timed at --size
+REGISTRY = {
+    "v1_demo_x1.0": {"name": "mobilenet_v1", "class_num": 1000, "scale": 1.0, "head": "demo"},
+    "v1_x0.25": {"name": "mobilenet_v1", "class_num": 1000, "scale": 0.25, "head": "classic"},
+    "v1_x0.5": {"name": "mobilenet_v1", "class_num": 1000, "scale": 0.5, "head": "classic"},
+    "v1_x0.75": {"name": "mobilenet_v1", "class_num": 1000, "scale": 0.75, "head": "classic"},
+    "v1_x1.0": {"name": "mobilenet_v1", "class_num": 1000, "scale": 1.0, "head": "classic"},
+    "v2_x1.0": {"name": "mobilenet_v2", "class_num": 1000, "scale": 1.0},
 }
-INFERENCE_FAMILIES = ("dygraph", *PADDLE_VARIANTS, "onnxruntime", "int8-onnxruntime", "lite-x86",
-                      "default", "torch")
+# configs/demo.yaml's model at its own 64x64, and the same config at scale 1.0 (big enough for
+# INT8 kernels to pay off; x0.25's 8-256 channels gain little from them)
+DEMO_MODELS = {"demo": {"name": "mobilenet_v1", "class_num": 10, "scale": 0.25, "head": "classic"}}
+DEMO_MODELS["demo_x1.0"] = dict(DEMO_MODELS["demo"], scale=1.0)
+
+# The CPU settings an engine's process starts with: "env" is cpu_env() (OMP_NUM_THREADS where
+# unset, MKL_DEBUG_CPU_TYPE on AMD), "malloc" keep_freed_memory(); both make configure_cpu(),
+# what every tool of the project runs first.
+PROJECT_CPU = ("env", "malloc")
+# Paddle Inference variants, one knob each (PaddlePredictor's options), to find where its time goes
+PADDLE_VARIANTS = {
+    "paddle-onednn": {},                               # what `tools/infer.py --backend paddle` runs
+    "paddle-onednn-untuned": {"keep_memory": False},   # threads only: plain Paddle
+    "paddle-native": {"use_onednn": False},
+    "paddle-onednn-noir": {"ir_optim": False},         # no IR passes
+    "paddle-onednn-legacy": {"legacy": True},          # the ProgramDesc, the old executor
+    "paddle-onednn-memopt": {"memory_optim": True},
+    "paddle-onednn-cache1": {"onednn_cache_capacity": 1},
+    "paddle-openvino": {"openvino": True, "legacy": True},  # OpenVINO inside Paddle Inference
+}
+# inference family -> (row name, engine kind, the prepared file it runs, CPU settings, threads:
+# "each" a row per --threads count, "all" all cores, None left to configure_cpu as tools/infer.py)
+FAMILIES = {
+    "dygraph": ("dygraph", "dygraph", "weights", PROJECT_CPU, "all"),
+    **{v: (v, "paddle", "export_dir", () if o.get("keep_memory") is False else PROJECT_CPU, "each")
+       for v, o in PADDLE_VARIANTS.items()},
+    "onnxruntime": ("onnxruntime", "onnx", "onnx", PROJECT_CPU, "each"),
+    "int8-onnxruntime": ("int8-onnxruntime", "onnx", "int8", PROJECT_CPU, "each"),
+    "lite-x86": ("lite-x86", "lite", "nb", (), 1),  # Lite's Python API has no thread setting
+    "default": ("default", "default", "export_dir", PROJECT_CPU, None),
+    "torch": ("torch-eager", "torch", "weights", (), "all"),
+}
 DEFAULT_INFERENCE = ("dygraph", "paddle-onednn", "paddle-onednn-untuned", "paddle-native",
                      "paddle-openvino", "onnxruntime", "int8-onnxruntime", "lite-x86", "default",
                      "torch")
-# training variants: plain Paddle (threads only), each CPU setting of ppmobilenet/cpu.py on its
-# own, the CPU settings without the packed depthwise path, the project's default (tools/train.py:
-# all of them), and one process per core on top
-PACKED = {"packed_depthwise": True}
+
+# Training variants: plain Paddle (threads only), each CPU setting alone, the settings with
+# Paddle's own depthwise kernel, tools/train.py's path (all of them: the packed depthwise path),
+# one process per core, the compiled kernels (ppmobilenet.kernels), and the PyTorch peer as
+# installed and with the same malloc setting (the fair peer)
+PACKED = {"packed": True}
 TRAIN_VARIANTS = {
-    "paddle-untuned": {"kind": "train_paddle"},
-    "paddle-untuned+mkl-avx2": {"kind": "train_paddle", "tune_cpu": True},
-    "paddle-untuned+keep-mem": {"kind": "train_paddle", "keep_memory": True},
-    "paddle-unpacked": {"kind": "train_paddle", "project_cpu": True},
-    "paddle": {"kind": "train_paddle", "project_cpu": True, "options": PACKED},
-    "paddle+dp": {"kind": "train_paddle_dp", "project_cpu": True, "procs": "cores",
-                  "options": PACKED},
+    "paddle-untuned": {"kind": "train", "cpu": ()},
+    "paddle-untuned+mkl-avx2": {"kind": "train", "cpu": ("env",)},
+    "paddle-untuned+keep-mem": {"kind": "train", "cpu": ("malloc",)},
+    "paddle-unpacked": {"kind": "train"},
+    "paddle": {"kind": "train", "options": PACKED},
+    "paddle+dp": {"kind": "train", "options": PACKED, "launch": True},  # one process per core
     # FLAGS_use_mkldnn in dygraph: no oneDNN kernel runs (ONEDNN_VERBOSE prints none in 3.3.1)
-    "paddle+onednn-flag": {"kind": "train_paddle", "project_cpu": True,
-                           "options": dict(PACKED, onednn=True)},
-    "torch": {"kind": "train_torch"},
-    "torch+keep-mem": {"kind": "train_torch", "keep_memory": True},
+    "paddle+onednn-flag": {"kind": "train", "options": dict(PACKED, onednn=True)},
+    "paddle+kernels": {"kind": "train", "options": dict(PACKED, compiled=True)},
+    "torch": {"kind": "torch_train", "cpu": ()},
+    "torch+keep-mem": {"kind": "torch_train", "cpu": ("malloc",)},
 }
 DEFAULT_TRAIN = ("paddle-untuned", "paddle-untuned+mkl-avx2", "paddle-unpacked", "paddle",
                  "paddle+dp", "torch", "torch+keep-mem")
+
+# The goals (issues 4, 11, 13): the report gives subject / best peer per model, batch and thread
+# count ({t} in both names binds it), and, round by round, vs the toughest peer. A peer running
+# the subject's own engine at its own thread count is its twin: their ratio is the noise.
+RATIO_GOALS = (
+    {"goal": "default inference path >= the best of ONNX Runtime and Paddle Inference",
+     "section": "inference", "subject": "default", "peers": ("onnxruntime-*", "paddle-*"),
+     "twin": {"onnx": "onnxruntime-{threads}t", "paddle": "paddle-onednn-{threads}t"},
+     "target": ">= 1.0"},
+    {"goal": "INT8 vs fp32, same engine", "section": "inference", "batches": (8,),
+     "subject": "int8-onnxruntime-{t}t", "peers": ("onnxruntime-{t}t",), "target": ">= 2.0"},
+    {"goal": "training: tools/train.py vs PyTorch eager, same malloc setting",
+     "section": "training", "subject": "paddle", "peers": ("torch+keep-mem",), "target": ">= 1.0"},
+    {"goal": "training: one process per core vs PyTorch eager, same malloc setting",
+     "section": "training", "subject": "paddle+dp", "peers": ("torch+keep-mem",)},
+    {"goal": "training: tools/train.py vs PyTorch eager as installed", "section": "training",
+     "subject": "paddle", "peers": ("torch",)},
+)
+# goals on one measured value: (goal, results section, value, scale shown, target)
+VALUE_GOALS = (
+    ("INT8 top-1 drop on the demo validation split, points", "int8_accuracy", "drop_points", 1, "<= 1.0"),
+    ("reader cost / batch cost, %", "reader", "reader_share", 100, "<= 5"),
+)
 
 
 def thread_counts():
@@ -48,85 +107,49 @@ def thread_counts():
     return sorted({1, available_cores()})
 
 
-def have(module):
-    from importlib.util import find_spec
-    return find_spec(module) is not None
+def _torch_missing():
+    return None if find_spec("torch") else "PyTorch is not installed (pip install 'ppmobilenet[bench]')"
 
 
-def inference_engines(families, prepared, arch, work_dir, inputs, lite_python=None, threads=None):
-    """-> ([(name, spec, python, env)], {name: why skipped}) for one prepared model.
-    threads: the thread counts of the Paddle Inference / ONNX Runtime rows [1 and all cores]."""
-    engines, skipped = [], {}
-    counts = list(threads or thread_counts())
-    base = {"inputs": inputs, "work_dir": work_dir, "arch": arch, "softmax": True}
-    all_cores = available_cores()
+def _engine(name, spec, threads, cpu, cmd=ENGINE, ranks=1):
+    """-> (name, spec, command, env, ranks). threads None: left to configure_cpu, as the tools do."""
+    return (name, dict(spec, threads=threads, cpu=list(cpu)), cmd,
+            {} if threads is None else {"OMP_NUM_THREADS": threads}, ranks)
 
-    def add(name, spec, threads, python=None, env=None):
-        e = {"OMP_NUM_THREADS": threads}
-        e.update(env or {})
-        engines.append((name, dict(base, threads=threads, **spec), python or sys.executable, e))
 
+def inference_engines(families, prepared, arch, work_dir, inputs, threads=None):
+    """-> ([engine], {family: why skipped}) for one prepared model (prepare.export)."""
+    engines, skipped, cores = [], {}, available_cores()
     for fam in families:
-        if fam == "dygraph":
-            add(f"dygraph-{all_cores}t", {"kind": "dygraph", "weights": prepared["pdparams"],
-                                          "project_cpu": True}, all_cores)
-        elif fam in PADDLE_VARIANTS:
-            opts = dict(PADDLE_VARIANTS[fam])
-            project = not opts.pop("untuned", False)
-            for t in counts:
-                add(f"{fam}-{t}t", {"kind": "paddle", "export_dir": prepared["export_dir"],
-                                    "options": opts, "project_cpu": project}, t)
-        elif fam in ("onnxruntime", "int8-onnxruntime"):
-            f = prepared.get("onnx") if fam == "onnxruntime" else prepared.get("int8")
-            if not f:
-                skipped[fam] = "; ".join(prepared["notes"]) or "no ONNX model"
-                continue
-            for t in counts:
-                add(f"{fam}-{t}t", {"kind": "onnx", "onnx_file": f}, t)
-        elif fam == "lite-x86":
-            if not prepared.get("nb"):
-                skipped[fam] = "; ".join(n for n in prepared["notes"] if n.startswith("lite")) \
-                    or "no x86 .nb"
-                continue
-            # Lite's x86 runtime has no thread setting in its Python API: it runs one thread
-            add("lite-x86-1t", {"kind": "lite", "nb": prepared["nb"]}, 1,
-                python=lite_python)
-        elif fam == "default":
-            # OMP_NUM_THREADS is left to the project's own start-up code, as tools/infer.py does
-            engines.append(("default", dict(base, kind="default", export_dir=prepared["export_dir"],
-                                            project_cpu=True), sys.executable, {}))
-        elif fam == "torch":
-            if not have("torch"):
-                skipped[fam] = "PyTorch is not installed (pip install 'ppmobilenet[bench]')"
-                continue
-            add(f"torch-eager-{all_cores}t", {"kind": "torch", "weights_npz": prepared["npz"]},
-                all_cores)
-        else:
-            raise ValueError(f"--engines: unknown engine {fam!r}; choose from "
-                             f"{', '.join(INFERENCE_FAMILIES)}")
+        row, kind, source, cpu, rows = FAMILIES[fam]
+        why = _torch_missing() if kind == "torch" else \
+            None if prepared.get(source) else "; ".join(prepared["notes"]) or f"no {source}"
+        if why:
+            skipped[fam] = why
+            continue
+        spec = {"kind": kind, "path": prepared[source], "inputs": inputs, "work_dir": work_dir,
+                "arch": arch, "options": dict(PADDLE_VARIANTS.get(fam, {}), keep_memory="malloc" in cpu)}
+        cmd = [prepared["lite_python"], LITE_SCRIPT] if kind == "lite" else ENGINE
+        counts = {"each": threads or thread_counts(), "all": [cores], None: [None], 1: [1]}[rows]
+        engines += [_engine(row if t is None else f"{row}-{t}t", spec, t, cpu, cmd) for t in counts]
     return engines, skipped
 
 
-def train_engines(variants, arch, size, weights, threads=None):
-    """-> ([(name, spec, python, env)], {name: why skipped})."""
-    engines, skipped = [], {}
-    threads = threads or available_cores()
+def train_engines(variants, arch, size, weights, work_dir):
+    """-> ([engine], {variant: why skipped}); weights: the .safetensors every variant starts from."""
+    engines, skipped, cores = [], {}, available_cores()
     for v in variants:
-        if v not in TRAIN_VARIANTS:
-            raise ValueError(f"--train-engines: unknown {v!r}; choose from {', '.join(TRAIN_VARIANTS)}")
-        spec = dict(TRAIN_VARIANTS[v], arch=arch, image_shape=[3, size, size], threads=threads,
-                    work_dir=os.path.dirname(weights))
-        if spec.get("procs") == "cores":
-            spec["procs"] = threads
-            if threads < 2:
-                skipped[v] = "data parallel needs at least 2 cores"
-                continue
-        if spec["kind"] == "train_torch":
-            if not have("torch"):
-                skipped[v] = "PyTorch is not installed (pip install 'ppmobilenet[bench]')"
-                continue
-            spec["weights_npz"] = weights + ".npz"
+        spec = dict(TRAIN_VARIANTS[v], arch=arch, image_shape=[3, size, size], path=weights,
+                    work_dir=work_dir)
+        cpu, launch = spec.pop("cpu", PROJECT_CPU), spec.pop("launch", False)
+        if launch and cores < 2:
+            skipped[v] = "data parallel needs at least 2 cores"
+        elif spec["kind"] == "torch_train" and _torch_missing():
+            skipped[v] = _torch_missing()
+        elif launch:  # each rank set up by the launcher; configure_cpu gives each its cores' share
+            engines.append(_engine(v, spec, None, cpu, [
+                sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(cores),
+                "--log_dir", os.path.join(work_dir, "logs", "launch"), *ENGINE[1:]], cores))
         else:
-            spec["weights"] = weights + ".pdparams"
-        engines.append((v, spec, sys.executable, {"OMP_NUM_THREADS": threads}))
+            engines.append(_engine(v, spec, cores, cpu))
     return engines, skipped

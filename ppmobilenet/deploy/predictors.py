@@ -7,33 +7,37 @@ lite      export dir lite/*_x86.nb      Paddle Lite, in the Lite interpreter (su
 onnx      export dir inference.onnx     onnxruntime
 auto      export dir                    onnx when onnxruntime is installed and the export has
                                         inference.onnx, else paddle: the fastest CPU path
-                                        (tools/benchmark.py; docs/benchmarks.md says why)
+                                        (docs/benchmark_findings.md, finding 4)
 
 Threads: paddle and onnx take a thread count; without one (threads=None) they use all cores for
 a call of real work and one thread for a call too small to share (threads_for).
 """
 import os
+from importlib.util import find_spec
 
 import numpy as np
+import paddle
+from paddle import inference
+
+from ppmobilenet.cpu import available_cores, keep_freed_memory
+from ppmobilenet.models import build_model_from_arch
+from ppmobilenet.weights import load_weights
 
 from .errors import DeployError
-from .meta import PIR_FILES, read_meta, require_files
+from .lite import run_lite
+from .lite_env import find_lite_python
+from .meta import LEGACY_FILES, PIR_FILES, read_meta, require_files
+from .nbfile import inspect_nb
 
 BACKENDS = ("auto", "dygraph", "paddle", "lite", "onnx")
 # Below this many multiply-adds per call one thread beats all cores: starting and joining the
 # threads of every layer costs more than they save. Measured with tools/benchmark.py on 2 cores
-# (docs/benchmarks.md): the demo model (3.4M MACs an image) at batch 1 runs 1.4x faster on one
-# thread in both ONNX Runtime and Paddle Inference; at batch 8 (27M) two threads win by 1.3-1.7x.
+# (docs/benchmark_findings.md, finding 5): the demo model (3.4M MACs an image) at batch 1 runs
+# 1.4x faster on one thread in both ONNX Runtime and Paddle Inference; at batch 8 (27M) two
+# threads win by 1.3-1.7x.
 SMALL_CALL_MACS = 15_000_000
 DEFAULT_BACKEND = "auto"  # tools/infer.py's --backend default
 ONNX_FILE = "inference.onnx"
-
-
-def _keep_freed_memory():
-    """Paddle frees every activation after each run and glibc hands large blocks back to the
-    kernel, so the next run faults them in again (ppmobilenet/cpu.py; docs/benchmarks.md)."""
-    from ppmobilenet.cpu import keep_freed_memory
-    keep_freed_memory()
 
 
 def resolve_backend(backend, export_dir=None, onnx_file=None):
@@ -41,7 +45,6 @@ def resolve_backend(backend, export_dir=None, onnx_file=None):
     1.3-1.5x faster than Paddle Inference on the CPUs measured, so it wins where it can run."""
     if backend != "auto":
         return backend
-    from importlib.util import find_spec
     onnx_file = onnx_file or (os.path.join(export_dir, ONNX_FILE) if export_dir else None)
     if onnx_file and os.path.isfile(onnx_file) and find_spec("onnxruntime") is not None:
         return "onnx"
@@ -60,7 +63,6 @@ class _PerThreadCount:
     made on first use, chosen per call by threads_for (or always `threads` when given)."""
 
     def __init__(self, make, threads=None, macs_per_image=None):
-        from ppmobilenet.cpu import available_cores
         self._make, self._fixed, self._macs = make, threads, macs_per_image
         self._max = available_cores()
         self._made = {}
@@ -90,24 +92,51 @@ class Predictor:
 
 
 class PaddlePredictor(Predictor):
+    """Paddle Inference on an export folder. The defaults are what tools/infer.py runs; the other
+    options are the ones tools/benchmark.py compares (docs/benchmarks.md): oneDNN off, the legacy
+    program, OpenVINO inside Paddle Inference, no IR passes, oneDNN's shape cache capacity,
+    memory_optim, the GPU; keep_memory=False leaves glibc's malloc as it is (plain Paddle)."""
     backend = "paddle"
 
-    def __init__(self, export_dir, threads=None, use_onednn=True, legacy=False, macs_per_image=None):
-        _keep_freed_memory()
-        files = (("lite/inference.pdmodel", "lite/inference.pdiparams") if legacy else PIR_FILES)
+    def __init__(self, export_dir, threads=None, use_onednn=True, legacy=False, macs_per_image=None,
+                 openvino=False, ir_optim=None, onednn_cache_capacity=None, memory_optim=False,
+                 keep_memory=True, gpu=False, optim_cache_dir=None):
+        if keep_memory:
+            # Paddle frees every activation after each run and glibc hands large blocks back to
+            # the kernel, so the next run faults them in again (ppmobilenet/cpu.py)
+            keep_freed_memory()
+        files = LEGACY_FILES if legacy else PIR_FILES
         require_files(export_dir, files)
         paths = [os.path.join(export_dir, f) for f in files]
-        self._runtimes = _PerThreadCount(lambda t: self._make(paths, use_onednn, t), threads,
+        options = dict(use_onednn=use_onednn, openvino=openvino, ir_optim=ir_optim, gpu=gpu,
+                       onednn_cache_capacity=onednn_cache_capacity, memory_optim=memory_optim,
+                       # OpenVINO caches its compiled model; its default is ./__cache__ in the cwd
+                       optim_cache_dir=optim_cache_dir or os.path.join(export_dir, ".openvino_cache"))
+        self._runtimes = _PerThreadCount(lambda t: self._make(paths, t, **options), threads,
                                          macs_per_image)
         self._runtimes.for_batch(1)  # bad files fail here, not on the first batch
 
     @staticmethod
-    def _make(paths, use_onednn, threads):
-        from paddle import inference
+    def _make(paths, threads, use_onednn, openvino, ir_optim, onednn_cache_capacity, memory_optim,
+              gpu, optim_cache_dir):
         config = inference.Config(*paths)
-        config.disable_gpu()
+        if gpu:
+            config.enable_use_gpu(256, 0)
+        else:
+            config.disable_gpu()
+        if openvino:
+            config.enable_openvino_engine(inference.PrecisionType.Float32)
+            config.set_optim_cache_dir(optim_cache_dir)
         if use_onednn:
             config.enable_onednn()
+            if onednn_cache_capacity is not None:
+                config.set_onednn_cache_capacity(int(onednn_cache_capacity))
+        else:
+            config.disable_onednn()
+        if ir_optim is not None:
+            config.switch_ir_optim(bool(ir_optim))
+        if memory_optim:
+            config.enable_memory_optim()
         config.set_cpu_math_library_num_threads(int(threads))
         config.disable_glog_info()
         predictor = inference.create_predictor(config)
@@ -164,8 +193,6 @@ class LitePredictor(Predictor):
     backend = "lite"
 
     def __init__(self, nb, lite_python=None, runtime=None):
-        from .lite_env import find_lite_python
-        from .nbfile import inspect_nb
         if os.path.basename(nb).endswith("_arm.nb"):
             raise DeployError(f"Lite model {nb}: an ARM .nb runs on x86 without error but returns "
                               f"garbage; use the x86 .nb here and the ARM one on the board")
@@ -177,7 +204,6 @@ class LitePredictor(Predictor):
         return self.predict_batches([batch])[0]
 
     def predict_batches(self, batches):
-        from .lite import run_lite
         return run_lite(self.nb, list(batches), runtime=self.runtime)
 
 
@@ -185,10 +211,7 @@ class DygraphPredictor(Predictor):
     backend = "dygraph"
 
     def __init__(self, cfg, checkpoint=None, softmax=None):
-        _keep_freed_memory()
-        import paddle
-        from ppmobilenet.models import build_model_from_arch
-        from .weights import load_weights
+        keep_freed_memory()
         self.model = build_model_from_arch(cfg["Arch"])
         path = checkpoint or (cfg.get("Global") or {}).get("pretrained_model")
         if not path:
@@ -199,10 +222,8 @@ class DygraphPredictor(Predictor):
         if softmax is None:
             softmax = (cfg.get("Export") or {}).get("softmax", True)
         self.softmax = softmax
-        self._paddle = paddle
 
     def predict(self, batch):
-        paddle = self._paddle
         with paddle.no_grad():
             out = self.model(paddle.to_tensor(np.asarray(batch, dtype="float32")))
             if self.softmax:
