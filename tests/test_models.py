@@ -1,4 +1,5 @@
-"""The networks: MobileNetV2's structure, the seed facade, the registry and the model summary."""
+"""The networks: MobileNetV2's structure in both lineages, the seed facade, the registry and the
+model summary (MobileNetV3's own tests are in test_mobilenet_v3.py)."""
 import numpy as np
 import paddle
 import pytest
@@ -42,7 +43,7 @@ def test_v2_shortcuts_are_the_stride1_equal_channel_blocks():
 
 
 def test_v2_shortcut_really_adds_the_input():
-    block = InvertedResidual(8, 8, 1, 6, use_shortcut=True)
+    block = InvertedResidual(8, 48, 8, 1, use_shortcut=True)
     block.eval()
     x = paddle.randn([2, 8, 5, 5])
     body = block.linear(block.dwise(block.expand(x)))
@@ -54,6 +55,27 @@ def test_v2_projection_is_linear_and_wider_scale_widens_last_conv():
     assert isinstance(model.blocks[0].linear.act, nn.Identity)
     assert model.conv9.conv.weight.shape[0] == 1920
     assert MobileNetV2(scale=0.5).conv9.conv.weight.shape[0] == 1280
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 1.5])
+def test_v2_torchvision_lineage_is_paddle_visions_network(scale):
+    """variant="torchvision": widths rounded to multiples of 8, no t=1 expansion conv; the layer
+    shapes are paddle.vision's (and torchvision's: 3,504,872 trainable at x1.0)."""
+    ours = MobileNetV2(class_dim=1000, scale=scale, variant="torchvision")
+    assert weight_shapes(ours) == weight_shapes(vision_v2(scale=scale))
+    assert count_parameters(ours) == count_parameters(vision_v2(scale=scale))
+    assert ours.blocks[0].expand is None and all(b.expand is not None for b in list(ours.blocks)[1:])
+    assert isinstance(ours.dropout, nn.Dropout) and MobileNetV2().dropout is None
+
+
+def test_v2_torchvision_shortcut_follows_the_widths():
+    """At x0.25 torchvision's first block keeps 8 -> 8 channels at stride 1, so it adds its input;
+    fluid's never does for a group's first block."""
+    tv = MobileNetV2(scale=0.25, variant="torchvision")
+    assert tv.blocks[0].use_shortcut and not MobileNetV2(scale=0.25).blocks[0].use_shortcut
+    assert sum(b.use_shortcut for b in tv.blocks) == 11
+    with pytest.raises(ValueError, match="variant must be one of"):
+        MobileNetV2(variant="timm")
 
 
 def test_classic_v1_matches_paddle_vision_and_the_paper():
@@ -90,11 +112,13 @@ def test_seed_rounding(scale):
 
 
 def test_registry_and_errors():
-    assert sorted(MODELS) == ["mobilenet_v1", "mobilenet_v2"]
+    assert sorted(MODELS) == ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"]
     v1 = build_model("mobilenet_v1", class_dim=3, scale=0.5, head="classic")
     assert v1.head == "classic" and v1.fc.weight.shape == [512, 3]
     v2 = build_model_from_arch({"name": "mobilenet_v2", "class_num": 4, "scale": 0.5})
-    assert isinstance(v2, MobileNetV2) and v2.fc.weight.shape == [1280, 4]
+    assert isinstance(v2, MobileNetV2) and v2.fc.weight.shape == [1280, 4] and v2.variant == "paddle"
+    v2 = build_model_from_arch({"name": "mobilenet_v2", "class_num": 4, "variant": "torchvision"})
+    assert v2.variant == "torchvision" and v2.blocks[0].expand is None
     with pytest.raises(ValueError, match="unknown model 'resnet50'; choose one of"):
         build_model("resnet50")
     with pytest.raises(ValueError, match="head must be one of"):
@@ -129,6 +153,8 @@ def test_readme_model_table_matches_the_code(repo_root):
         "MobileNetV1 x0.75 (classic)": ("mobilenet_v1", {"scale": 0.75, "head": "classic"}),
         "MobileNetV1 x1.0 (classic)": ("mobilenet_v1", {"scale": 1.0, "head": "classic"}),
         "MobileNetV2 x1.0": ("mobilenet_v2", {"scale": 1.0}),
+        "MobileNetV3 large x1.0": ("mobilenet_v3_large", {"scale": 1.0}),
+        "MobileNetV3 small x1.0": ("mobilenet_v3_small", {"scale": 1.0}),
         "seed demo head x0.25": ("mobilenet_v1", {"scale": 0.25, "head": "demo"}),
         "seed demo head x1.0": ("mobilenet_v1", {"scale": 1.0, "head": "demo"}),
     }

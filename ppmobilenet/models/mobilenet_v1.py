@@ -34,6 +34,8 @@ class MobileNetV1(nn.Layer):
     fluid MobileNetV1, the paper and PaddleClas.
     """
 
+    arch_name = "mobilenet_v1"
+
     def __init__(self, class_dim=1000, scale=1.0, head="demo"):
         super().__init__()
         if head not in HEADS:
@@ -59,6 +61,10 @@ class MobileNetV1(nn.Layer):
             fc_in = in_channels
         self.pool = nn.AdaptiveAvgPool2D(1)
         self.fc = nn.Linear(fc_in, class_dim, weight_attr=paddle.ParamAttr(initializer=MSRA()))
+
+    def config(self):
+        """The constructor's arguments: type(model)(**model.config()) builds the same network."""
+        return {"class_dim": self.class_dim, "scale": self.scale, "head": self.head}
 
     def forward(self, x):
         x = self.blocks(self.conv1(x))
