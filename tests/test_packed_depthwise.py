@@ -1,6 +1,7 @@
-"""The packed CPU path for small depthwise convolutions (ppmobilenet/models/packed_depthwise.py):
-the same numbers as Paddle's own conv, forward and backward, on every shape MobileNet meets;
-only in dygraph; switched on by tools/train.py on CPU unless Global.cpu_packed_depthwise is off.
+"""The packed CPU path for small depthwise convolutions (ppmobilenet/kernels/packed.py), the
+pure-Paddle fallback of the compiled kernels: the same numbers as Paddle's own conv, forward and
+backward, on every shape MobileNet meets; only in dygraph; switched on by tools/train.py on CPU
+when the compiled kernels are off or unavailable, unless Global.cpu_packed_depthwise is off.
 Its speed is measured in docs/benchmarks.md, not here."""
 import numpy as np
 import paddle
@@ -9,8 +10,8 @@ import pytest
 
 from engine_helpers import TRAIN, demo_subset, run_tool, tiny_config, vdl_scalars
 from ppmobilenet.models import build_model_from_arch
-from ppmobilenet.models.packed_depthwise import (MAX_PLANE, PackedDepthwiseConv2D,
-                                                 packed_depthwise_conv, use_packed_depthwise)
+from ppmobilenet.kernels.layers import use_packed_depthwise
+from ppmobilenet.kernels.packed import MAX_PLANE, PackedDepthwiseConv2D, packed_depthwise_conv
 
 V1 = {"name": "mobilenet_v1", "class_num": 10, "scale": 0.25, "head": "classic"}
 V2 = {"name": "mobilenet_v2", "class_num": 10, "scale": 0.5}
@@ -72,7 +73,7 @@ def test_tools_train_uses_it_on_cpu_unless_switched_off(tmp_path, tmp_path_facto
         cfg = tiny_config(tmp_path / f"{name}.yaml", tmp_path / name, data, epochs=1,
                           Global={"seed": 0, "eval_during_train": False, "device": "cpu",
                                   "cpu_packed_depthwise": on})
-        r = run_tool(TRAIN, cfg)
+        r = run_tool(TRAIN, cfg, extra_env={"PPMOBILENET_CPU_KERNELS": "0"})  # the fallback
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         losses[name] = [v for _, v in vdl_scalars(tmp_path / name / "vdl", "train/loss")]
         logs[name] = (tmp_path / name / "train.log").read_text()

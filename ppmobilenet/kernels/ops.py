@@ -1,0 +1,37 @@
+"""The compiled operators as Python functions (dygraph), once their library is loaded."""
+import paddle
+from paddle import _C_ops
+
+from .build import BuildFailed, library_path
+
+_loaded = []  # the library registered in this process (Paddle registers an operator once)
+
+
+def load(log=None):
+    """Build (first use on this machine) and register the operators -> the library's path.
+    Raises BuildFailed."""
+    if _loaded:
+        return _loaded[0]
+    path = library_path(log)
+    try:
+        paddle.utils.cpp_extension.load_op_meta_info_and_register_op(path)
+    except Exception as e:  # a library Paddle cannot load is as good as none
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise BuildFailed(f"the compiled kernels in {path} do not load: {first}") from None
+    _loaded.append(path)
+    return path
+
+
+def depthwise3x3(x, weight, stride):
+    """3x3 depthwise conv, padding 1, stride 1 or 2, NCHW float32 on CPU, with its gradients."""
+    return _C_ops._run_custom_op("ppm_depthwise3x3", x, weight, int(stride))[0]
+
+
+ACTIVATIONS = {None: 0, "relu": 1, "clip6": 2, "hardswish": 3}  # kernels.h: Activation
+
+
+def bn_act(x, bn, act=None):
+    """Training-mode BatchNorm (the layer `bn`: its parameters, and its running statistics,
+    updated in place) followed by the activation `act` (None, "relu", "clip6", "hardswish")."""
+    return _C_ops._run_custom_op("ppm_bn_act", x, bn.weight, bn.bias, bn._mean, bn._variance,
+                                 float(bn._momentum), float(bn._epsilon), ACTIVATIONS[act])[0]
