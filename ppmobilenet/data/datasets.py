@@ -74,17 +74,41 @@ class _SampleDataset(paddle.io.Dataset):
 
 
 class ImageNetDataset(_SampleDataset):
-    """Images under `image_root`, listed in `cls_label_path` as `relative/path label` lines."""
+    """Images under `image_root`, listed in `cls_label_path` as `relative/path label` lines.
+
+    A list file is data from elsewhere: its paths must stay inside image_root (`../../etc/passwd`
+    is refused), and absolute paths need `allow_absolute_paths`. The check is on the path as
+    written (`..`, a leading `/`); symbolic links inside image_root are its owner's choice and are
+    followed. `config_section` names the config section in the error messages."""
 
     def __init__(self, image_root, cls_label_path, transform=None, class_num=None, label_file=None,
-                 seed=0, skip_bad_samples=False):
+                 seed=0, skip_bad_samples=False, allow_absolute_paths=False,
+                 config_section="the dataset section"):
         if not os.path.isdir(image_root):
             raise DataError(f"image_root is not a folder: {image_root} (list file {cls_label_path})")
         samples = parse_list_file(cls_label_path, class_num)
+        for rel, _, line in samples:
+            _check_confined(rel, image_root, f"{cls_label_path}:{line}", allow_absolute_paths, config_section)
         names = parse_label_file(label_file, class_num) if label_file else None
         super().__init__(samples, transform, class_num, names, seed, skip_bad_samples)
         self.root = self.image_root = image_root
         self.list_file = self.cls_label_path = cls_label_path
+
+
+def _check_confined(rel, image_root, origin, allow_absolute, section):
+    """A DataError unless the list-file path `rel` names a place inside image_root."""
+    if ".." not in rel and not os.path.isabs(rel):
+        return                                  # the usual line: nothing to normalise
+    if os.path.isabs(rel):
+        if allow_absolute:
+            return
+        raise DataError(f"{origin}: absolute image path {rel!r}: list-file paths are relative to "
+                        f"image_root ({image_root}); set {section}.allow_absolute_paths=true to "
+                        f"allow absolute ones")
+    norm = os.path.normpath(rel)
+    if norm == os.pardir or norm.startswith(os.pardir + os.sep):
+        raise DataError(f"{origin}: image path {rel!r} leads outside image_root ({image_root}); "
+                        f"list-file paths must stay inside it")
 
 
 class ImageFolder(_SampleDataset):
@@ -167,7 +191,9 @@ def build_dataset(cfg, mode):
     name = ds["name"]
     if name == "ImageNetDataset":
         return ImageNetDataset(ds["image_root"], ds["cls_label_path"], class_num=class_num,
-                               label_file=ds["label_file"], **common)
+                               label_file=ds["label_file"],
+                               allow_absolute_paths=ds.get("allow_absolute_paths", False),
+                               config_section=f"DataLoader.{mode}.dataset", **common)
     if name == "ImageFolder":
         return ImageFolder(ds["image_root"], class_num=class_num, label_file=ds["label_file"], **common)
     if name == "DemoDigits":

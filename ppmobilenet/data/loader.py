@@ -24,10 +24,13 @@ persistent workers: workers copy the dataset, epoch included, when an iteration 
 `len(loader)` is the number of batches in the full epoch; `loader.next_batch` is the sampler
 position after the last batch yielded (start_batch + batches pulled), for checkpoints.
 """
-import functools
 import json
 import logging
+import multiprocessing.queues
+import os
 import re
+import sys
+import threading
 import traceback
 
 import numpy as np
@@ -36,7 +39,7 @@ import paddle
 from .datasets import SampleError, build_dataset
 from .errors import DataError
 from .sampler import ShardedBatchSampler
-from .worker_watch import WorkerWatch, quiet_paddle_sigchld, stop_workers
+from .worker_watch import WorkerWatch, follow_parent, quiet_paddle_sigchld, stop_workers
 
 logger = logging.getLogger("ppmobilenet.data")
 
@@ -99,7 +102,7 @@ class ReportingDataLoader(paddle.io.DataLoader):
 
     def __init__(self, dataset, batch_sampler, num_workers=0, use_shared_memory=True, mode="Train",
                  **kwargs):
-        kwargs["worker_init_fn"] = functools.partial(_worker_init, kwargs.get("worker_init_fn"))
+        self._worker_start = kwargs["worker_init_fn"] = _WorkerStart(kwargs.get("worker_init_fn"))
         super().__init__(_GuardedDataset(dataset), batch_sampler=batch_sampler,
                          collate_fn=collate_with_failures, num_workers=num_workers,
                          use_shared_memory=use_shared_memory, return_list=True, **kwargs)
@@ -117,6 +120,7 @@ class ReportingDataLoader(paddle.io.DataLoader):
     def __iter__(self):
         if self.num_workers > 0:
             quiet_paddle_sigchld()         # before the workers start: see worker_watch.py
+            self._worker_start.before_fork()
         return self._batches(super().__iter__())
 
     def _raise(self, rec):
@@ -175,28 +179,41 @@ class ReportingDataLoader(paddle.io.DataLoader):
                                 f"first: {new_bad[0]['reason']}")
 
 
-# A worker that cannot hand a batch over exits with this code (see _worker_init).
+# A worker that cannot hand a batch over exits with this code (see _WorkerStart).
 HANDOFF_EXIT = 75
 
 
-def _worker_init(user_fn, worker_id):
-    """In each worker: a batch that cannot be sent to the main process (its shared memory file
-    cannot be sized: /dev/shm full, a file-size limit, too many open files) is dropped by
-    multiprocessing's queue thread with a printed traceback, and the main process then waits
-    for it for ever while the worker lives on. End the worker instead: the main process sees a
-    dead worker and raises a DataError that says why."""
-    import multiprocessing.queues
-    multiprocessing.queues.Queue._on_queue_feeder_error = staticmethod(_handoff_failed)
-    if user_fn is not None:
-        user_fn(worker_id)
+class _WorkerStart:
+    """The worker_init_fn: what every worker sets up before its first batch, then the user's
+    own worker_init_fn. `before_fork()` (in the main process) records who the parent is; the
+    forked workers see it.
+
+    - The worker dies with the main process, whatever kills it (worker_watch.follow_parent).
+    - A batch that cannot be sent to the main process (its shared memory file cannot be sized:
+      /dev/shm full, a file-size limit, too many open files) is dropped by multiprocessing's
+      queue thread with a printed traceback, and the main process then waits for it for ever
+      while the worker lives on. End the worker instead: the main process sees a dead worker
+      and raises a DataError that says why."""
+
+    def __init__(self, user_fn=None):
+        self.user_fn = user_fn
+        self.parent_pid, self.by_main_thread = os.getpid(), True
+
+    def before_fork(self):
+        self.parent_pid = os.getpid()
+        self.by_main_thread = threading.current_thread() is threading.main_thread()
+
+    def __call__(self, worker_id):
+        follow_parent(self.parent_pid, self.by_main_thread)
+        multiprocessing.queues.Queue._on_queue_feeder_error = staticmethod(_handoff_failed)
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
 
 
 def _handoff_failed(e, obj):
-    import os
-    import sys
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
     print(f"ppmobilenet data loader worker {os.getpid()}: cannot hand a batch to the main "
-          f"process: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
-          file=sys.stderr, flush=True)
+          f"process: {type(e).__name__}: {first}", file=sys.stderr, flush=True)
     os._exit(HANDOFF_EXIT)
 
 

@@ -12,16 +12,39 @@ So `WorkerWatch` waits on the workers' sentinels in a thread of its own. When on
 nonzero code it records why and kills the iterator's batch queue: the main thread's next batch
 request fails there, and ReportingDataLoader turns that into a DataError. Paddle's SIGCHLD
 handler stays installed (it chains to any other handler), with its DataLoader error dropped.
+
+The other way round, a main process that dies (SIGKILL, the OOM killer) left its workers running
+for ever, each holding its memory and its batches' files in /dev/shm: Paddle's worker checks
+its parent only between reads of its index queue, and that read has no timeout
+(`indices_queue.get(5.0)` passes 5.0 as `block`). `follow_parent` (run in each worker) asks
+the kernel for SIGHUP when the parent dies (PR_SET_PDEATHSIG) and polls the parent pid as a
+fallback; the SIGHUP handler unlinks every shared memory file the worker made (batches still
+queued, or held by the dead main process, which would have unlinked them) and ends the worker.
+Not SIGTERM: Paddle's C handler for it in the worker exits *without* that cleanup when the
+sender looks like the parent, and the death signal comes while the dying parent's other threads
+still hold its pid (the worker is first handed to one of them).
 """
+import ctypes
+import multiprocessing.util
 import os
 import signal
+import sys
 import threading
 import time
 import weakref
 from multiprocessing import connection
 
+from paddle.io.multiprocess_utils import _cleanup_mmap, _set_SIGCHLD_handler
+
 # How long a shutdown waits for each worker to finish its batch and exit before ending it.
 SHUTDOWN_WAIT_S = 10.0
+# How often a worker checks that its parent still runs (the fallback to PR_SET_PDEATHSIG), and
+# how long it then gives its SIGHUP handler (run by the worker's main thread) before ending it
+# from the watching thread.
+PARENT_POLL_S = 0.5
+ORPHAN_GRACE_S = 3.0
+ORPHAN_SIGNAL = signal.SIGHUP                   # the controlling process is gone: a hangup
+PR_SET_PDEATHSIG = 1                           # <linux/prctl.h>
 
 
 def _exit_code(worker, wait_s=2.0):
@@ -120,7 +143,6 @@ def quiet_paddle_sigchld():
     watch reports the death where the loop can take it. Main thread only, as signals are."""
     if _sigchld["installed"] or threading.current_thread() is not threading.main_thread():
         return
-    from paddle.io.multiprocess_utils import _set_SIGCHLD_handler
     _set_SIGCHLD_handler()
     paddle_handler = signal.getsignal(signal.SIGCHLD)
     if not callable(paddle_handler):
@@ -135,3 +157,60 @@ def quiet_paddle_sigchld():
 
     signal.signal(signal.SIGCHLD, handler)
     _sigchld["installed"] = True
+
+
+def follow_parent(parent_pid, by_main_thread):
+    """In a worker process: end this worker, its shared memory files unlinked, as soon as the
+    process `parent_pid` that forked it is gone, however it died (see the module docstring).
+
+    The kernel sends the death signal when the forking *thread* ends, so it is asked for only
+    when the main thread forked (a loader iterated in a short-lived thread would otherwise lose
+    its workers with that thread); the parent-pid poll covers the rest, and a parent that died
+    before this ran."""
+    signal.signal(ORPHAN_SIGNAL, _end_orphan)
+    # Paddle's worker loop may see the parent gone first and return: it unlinks its files, then
+    # multiprocessing flushes the result queue, whose feeder thread makes the files of the last
+    # batch. Unlink again after that flush (the queue's join finalizer has priority -5).
+    multiprocessing.util.Finalize(None, _unlink_if_orphaned, args=(parent_pid,), exitpriority=-10)
+    if by_main_thread:
+        set_parent_death_signal(ORPHAN_SIGNAL)  # not Linux: the poll alone
+    threading.Thread(target=_end_when_orphaned, args=(parent_pid,), name="ppmobilenet-parent-watch",
+                     daemon=True).start()
+
+
+def set_parent_death_signal(signum):
+    """Ask the kernel to send this process `signum` when the thread that started it ends
+    (Linux PR_SET_PDEATHSIG) -> whether it could. A parent that died before the call sends
+    nothing: the caller checks its parent pid after this."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+    except (AttributeError, OSError):
+        return False
+
+
+def _unlink_if_orphaned(parent_pid):
+    if os.getppid() != parent_pid:
+        _cleanup_mmap()
+
+
+def _end_orphan(signum, frame):
+    _unlink_shared_memory_and_die(signum)
+
+
+def _end_when_orphaned(parent_pid):
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    os.kill(os.getpid(), ORPHAN_SIGNAL)
+    time.sleep(ORPHAN_GRACE_S)     # still here: the main thread is stuck in native code
+    _unlink_shared_memory_and_die(signal.SIGKILL)
+
+
+def _unlink_shared_memory_and_die(signum):
+    """Unlink every /dev/shm file this worker made, then die of `signum`. The queue's feeder
+    thread makes a batch's files while it pickles the batch: keep the GIL from here on (no
+    thread switch for 10^6 s), so no file can appear after the cleanup."""
+    sys.setswitchinterval(1e6)
+    _cleanup_mmap()
+    if signum != signal.SIGKILL:               # SIGKILL takes no handler
+        signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
