@@ -1,11 +1,21 @@
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+# Tests keep their own state: every cache (demo digits, compiled kernels, a Lite venv) goes to a
+# folder of this session, never ~/.cache/ppmobilenet, and subprocesses inherit it. Paddle Lite is
+# found only through PPMOBILENET_LITE_PYTHON, which tools/test.sh sets to the interpreter that
+# tools/provision_lite.py provisioned.
+SESSION_CACHE = tempfile.mkdtemp(prefix="ppmobilenet-test-cache-")
+os.environ["PPMOBILENET_CACHE"] = SESSION_CACHE
+os.environ["PPMOBILENET_LITE_VENV"] = os.path.join(SESSION_CACHE, "lite-venv")
 
 
 def pytest_configure(config):
@@ -27,6 +37,7 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)
     if os.environ.get("CI") == "true" and _skipped:
         print(f"\nCI=true: {len(_skipped)} test(s) skipped, which CI treats as failures:")
         for nodeid in _skipped:

@@ -486,3 +486,84 @@ def test_sampler_shards(n, world, batch):
     k = len(full) // 2
     assert list(ShardedBatchSampler(n, batch, seed=5, epoch=3, rank=0, world_size=world, start_batch=k)) == full[k:]
     assert len(ShardedBatchSampler(n, batch, drop_last=True, world_size=world)) == (-(-n // world)) // batch
+
+
+# ------------------------------------------------------------------ promised in docs/data.md
+
+def _quadrants(size=(40, 24)):
+    """An RGB image whose four quadrants have four distinct colours (w, h = size)."""
+    w, h = size
+    arr = np.zeros((h, w, 3), np.uint8)
+    arr[: h // 2, : w // 2] = (255, 0, 0)
+    arr[: h // 2, w // 2:] = (0, 255, 0)
+    arr[h // 2:, : w // 2] = (0, 0, 255)
+    arr[h // 2:, w // 2:] = (255, 255, 0)
+    return arr
+
+
+@pytest.mark.parametrize("orientation, turn", [(1, 0), (3, 2), (6, -1), (8, 1)])
+def test_exif_orientation_of_phone_photos_is_applied(tmp_path, orientation, turn):
+    """A camera stores the sensor's pixels and an EXIF Orientation tag; the image must come out
+    as the phone shows it (3: turned 180 degrees, 6: 90 clockwise, 8: 90 counter-clockwise)."""
+    arr = _quadrants()
+    want = np.rot90(arr, k=turn)
+    for fmt, ext in (("PNG", "png"), ("JPEG", "jpg")):
+        img = Image.fromarray(arr)
+        exif = img.getexif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"photo_{orientation}.{ext}"
+        img.save(path, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+        got = np.asarray(load_image(str(path)))
+        assert got.shape == want.shape, (fmt, got.shape, want.shape)
+        if fmt == "PNG":
+            np.testing.assert_array_equal(got, want)
+        else:                               # lossy: the quadrants' mean colours
+            h, w = want.shape[:2]
+            for ys, xs in ((slice(0, h // 2), slice(0, w // 2)), (slice(h // 2, h), slice(w // 2, w))):
+                assert np.abs(got[ys, xs].mean((0, 1)) - want[ys, xs].mean((0, 1))).max() < 30
+
+
+def test_image_folder_takes_extensions_in_any_case_and_ignores_hidden_and_other_files(tmp_path):
+    root = tmp_path / "root"
+    names = {"cat": ["a.JPG", "b.Png", "c.jpeg", "d.WebP"], "dog": ["e.PNG", "f.bmp", "deep/g.TIFF"]}
+    for cls, files in names.items():
+        for name in files:
+            (root / cls / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(_quadrants()).save(root / cls / name, format={
+                "jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP",
+                "tiff": "TIFF"}[name.rsplit(".", 1)[1].lower()])
+    for hidden in ("cat/.hidden.png", "cat/.thumbs/x.png", "dog/._e.PNG", ".git/h.png"):
+        (root / hidden).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_quadrants()).save(root / hidden, format="PNG")
+    (root / "cat" / "notes.txt").write_text("not an image")
+    (root / "cat" / "Thumbs.db").write_bytes(b"\0" * 10)
+    ds = ImageFolder(str(root), build_transforms(SMALL_TF), class_num=2)
+    got = sorted(os.path.relpath(path, root) for path, _, _ in ds.samples)
+    assert got == sorted(f"{c}/{n}" for c, files in names.items() for n in files), got
+    assert ds.label_names == ["cat", "dog"] and len(ds) == 7
+    assert ds[0][0].shape == (3, 24, 24)
+    # the same rule for the images a prediction reads from a folder (tools/infer.py, lite_predict.py)
+    from ppmobilenet.io import list_images
+    assert [os.path.basename(p) for p in list_images(str(root / "cat"))] == names["cat"]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_batch_that_loses_every_image_is_left_out(tmp_path, caplog, num_workers):
+    """skip_bad_samples with batch 2: the middle batch has two missing images. The epoch gives
+    the other two batches, reports both images, and still counts the whole epoch (next_batch,
+    which the trainer checks against len(loader))."""
+    lines = write_images(str(tmp_path), 4, size=(32, 32))
+    lines = lines[:2] + ["img/gone1.png 0", "img/gone2.png 1"] + lines[2:]
+    lst = write_list(tmp_path / "l.txt", lines)
+    sec = {"dataset": {"name": "ImageNetDataset", "image_root": str(tmp_path), "cls_label_path": lst,
+                       "skip_bad_samples": True},
+           "transforms": SMALL_TF, "sampler": {"batch_size": 2, "shuffle": False},
+           "loader": {"num_workers": num_workers}}
+    loader = build_dataloader(make_cfg(train=sec, eval=sec, class_num=3), "Train")
+    assert len(loader) == 3
+    with caplog.at_level(logging.WARNING, logger="ppmobilenet.data"):
+        got = batches(loader)
+    assert [y.tolist() for _, y in got] == [[0, 1], [2, 0]]
+    assert loader.next_batch == 3
+    assert [r["line"] for r in pop_bad_samples(loader)] == [f"{lst}:3", f"{lst}:4"]
+    assert "skipped 2 bad sample(s)" in caplog.text

@@ -5,9 +5,10 @@ import os
 
 import numpy as np
 import pytest
+import yaml
 
-from deploy_helpers import (export_overrides, load_cfg, make_weights, o_args, run_tool,
-                            shared_export, write_labels)
+from deploy_helpers import (DEMO, export_overrides, lite_or_skip, load_cfg, make_weights, o_args,
+                            onnx_or_skip, run_tool, shared_export, write_labels)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,8 @@ def test_export_cli(tmp_path):
     labels = write_labels(str(tmp_path / "l.txt"))
     r = run_tool("export.py", "-c", "configs/demo.yaml", *o_args(export_overrides(str(tmp_path), w, labels)))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "vs dygraph" in r.stdout
+    checks = [ln for ln in r.stdout.splitlines() if " vs dygraph: " in ln]
+    assert len(checks) == 2 and all(ln.endswith("-> ok") for ln in checks), r.stdout[-2000:]
     for name in ("inference.json", "lite/inference.pdmodel", "labels.txt", "export_meta.json"):
         assert os.path.isfile(tmp_path / "inference" / name)
 
@@ -145,3 +147,46 @@ def test_export_folder_missing_a_file_is_named(exported, tmp_path):
         PaddlePredictor(str(d))
     with pytest.raises(DeployError, match="export folder .*nowhere.*not found"):
         PaddlePredictor(str(tmp_path / "nowhere"))
+
+
+def test_export_section_of_the_config_does_what_the_flags_do(tmp_path, tmp_path_factory):
+    """Every Export.* key, set in the YAML file and nothing on the command line: Lite targets
+    and the interpreter that runs opt, opt's weight quantisation, ONNX, ONNX INT8 with its
+    calibration count, and softmax. The Lite interpreter comes from Export.lite_python alone
+    (PPMOBILENET_LITE_PYTHON is emptied for the run)."""
+    lite = lite_or_skip()
+    onnx_or_skip()
+    w = make_weights(str(tmp_path / "w.pdparams"))
+    labels = write_labels(str(tmp_path / "l.txt"))
+    with open(DEMO) as f:
+        cfg = yaml.safe_load(f)
+    cache = tmp_path_factory.getbasetemp() / "export-digits"    # DemoDigits: INT8 calibration
+    cfg["DataLoader"]["Train"]["dataset"]["cache_dir"] = str(cache)
+    cfg["Export"] = {"lite_targets": ["arm", "x86"], "lite_python": lite.python, "onnx": True,
+                     "quant_type": "QUANT_INT16", "int8": True, "int8_calibration_images": 100,
+                     "softmax": False}
+    path = tmp_path / "export.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = run_tool("export.py", "-c", str(path), *o_args(export_overrides(str(tmp_path), w, labels)),
+                 env={"PPMOBILENET_LITE_PYTHON": ""})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = tmp_path / "inference"
+    checks = [ln for ln in r.stdout.splitlines() if " vs " in ln and "max abs diff" in ln]
+    judged = [ln for ln in checks if not ln.startswith("INT8")]      # INT8 is reported, not judged
+    assert [ln.split(":")[0] for ln in judged] == [
+        "Paddle Inference (inference.json) vs dygraph", "Paddle Inference (lite/inference.pdmodel) vs dygraph",
+        "Paddle Lite x86 .nb vs Paddle Inference", "ONNX Runtime vs Paddle Inference"], r.stdout[-3000:]
+    assert all(ln.endswith("-> ok") for ln in judged), r.stdout[-3000:]
+    assert any(ln.startswith("INT8 ONNX Runtime vs fp32 ONNX Runtime") for ln in checks)
+    assert f"under {lite.python}" in r.stdout and "(--lite-python / Export.lite_python)" in r.stdout
+    meta = json.load(open(out / "export_meta.json"))
+    assert meta["softmax"] is False
+    assert (meta["lite"]["arm"]["quant_type"], meta["lite"]["x86"]["quant_type"]) == ("QUANT_INT16", None)
+    for name in ("lite/mobilenet_v1_arm.nb", "lite/mobilenet_v1_x86.nb", "inference.onnx",
+                 "inference_int8.onnx"):
+        assert os.path.getsize(out / name) > 10_000, name
+    assert "; 100 calibration images" in r.stdout, r.stdout[-3000:]
+    from paddle.base.proto import framework_pb2
+    prog = framework_pb2.ProgramDesc()
+    prog.ParseFromString((out / "lite" / "inference.pdmodel").read_bytes())
+    assert "softmax" not in [op.type for op in prog.blocks[0].ops]     # Export.softmax: false

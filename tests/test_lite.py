@@ -114,9 +114,10 @@ def test_every_registry_model_converts_for_arm_and_x86(tmp_path, lite, name, hea
         over.append(f"Arch.head={head}")
     logs = []
     report = export_model(load_cfg(*over), lite_targets=["arm", "x86"], log=logs.append)
-    for target in ("arm", "x86"):
-        info = inspect_nb(report["lite"][target])
-        assert info["params"] > 10 and info["opt_version"] == lite.lite_version
+    arm, x86 = inspect_nb(report["lite"]["arm"]), inspect_nb(report["lite"]["x86"])
+    # both targets hold every weight of the graph (opt folds BatchNorm into the convs alike)
+    assert arm["params"] == x86["params"] > 10, (arm, x86)
+    assert arm["opt_version"] == x86["opt_version"] == lite.lite_version
     lite_check = report["checks"][-1]
     assert lite_check["what"].startswith("Paddle Lite x86") and lite_check["max_abs_diff"] <= 1e-4
 
@@ -139,20 +140,25 @@ def test_arm_only_conversion_still_checks_with_a_temporary_x86_nb(tmp_path, lite
     assert set(json.load(open(d / "export_meta.json"))["lite"]) == {"arm"}
 
 
-def test_int8_quantises_arm_only_and_the_fp32_x86_check_still_runs(tmp_path, lite, exported):
+@pytest.mark.parametrize("quant, smaller", [("QUANT_INT8", (0.2, 0.5)), ("QUANT_INT16", (0.45, 0.75))])
+def test_weight_quantisation_of_the_arm_nb_only_and_the_fp32_x86_check_still_runs(
+        tmp_path, lite, exported, quant, smaller):
+    """QUANT_INT8 stores the weights in 1 byte, QUANT_INT16 in 2 (the .nb shrinks to about
+    1/3 and 1/2 of the fp32 one, the topology aside); the x86 .nb stays fp32 for the check."""
     from ppmobilenet.deploy.export import _lite
     d = tmp_path / "q"
     shutil.copytree(exported["dir"], d)
     logs, report = [], {"checks": []}
     batch = np.random.RandomState(3).standard_normal((4, 3, 64, 64)).astype("float32")
-    done = _lite(str(d), ["arm", "x86"], None, "QUANT_INT8", True, batch, report, log=logs.append)
+    done = _lite(str(d), ["arm", "x86"], None, quant, True, batch, report, log=logs.append)
     full = os.path.getsize(os.path.join(exported["dir"], "lite", "mobilenet_v1_arm.nb"))
-    assert os.path.getsize(done["arm"]) < 0.5 * full          # int8 weights
+    ratio = os.path.getsize(done["arm"]) / full
+    assert smaller[0] < ratio < smaller[1], (quant, ratio)
     assert os.path.getsize(done["x86"]) > 0.9 * full          # fp32, for the check
     assert report["checks"][0]["max_abs_diff"] <= 1e-4
     assert any("x86 stays fp32" in m for m in logs)
     meta = json.load(open(d / "export_meta.json"))
-    assert meta["lite"]["arm"]["quant_type"] == "QUANT_INT8" and meta["lite"]["x86"]["quant_type"] is None
+    assert meta["lite"]["arm"]["quant_type"] == quant and meta["lite"]["x86"]["quant_type"] is None
 
 
 # ---------- bad .nb files: clear errors, no crash ----------
@@ -312,6 +318,57 @@ def test_lite_predict_script_bad_inputs(tmp_path, exported, lite):
     r = subprocess.run([lite.python, script, "--model", nb, "--labels", bad_labels, exported["images"][0]],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "three.txt" in r.stderr and "10 classes" in r.stderr
+
+
+def test_lite_predict_refuses_an_nb_of_another_opt_version(tmp_path, exported, lite):
+    """Lite reads only the .nb of its own opt release (docs/deploy_lite.md, the version rule):
+    the same model with another version in its header is refused before Lite sees it."""
+    good = os.path.join(exported["dir"], "lite", "mobilenet_v1_x86.nb")
+    data = bytearray(open(good, "rb").read())
+    version = data[2:18].split(b"\0", 1)[0]
+    assert version.decode() == lite.lite_version == "v2.13-rc"
+    other = b"v2.12-rc"
+    data[2:2 + len(other)] = other
+    (tmp_path / "old.nb").write_bytes(bytes(data))
+    shutil.copy(os.path.join(exported["dir"], "export_meta.json"), tmp_path / "export_meta.json")
+    r = subprocess.run([lite.python, os.path.join(ROOT, "tools", "lite_predict.py"), "--model",
+                        str(tmp_path / "old.nb"), exported["images"][0]],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, (r.returncode, r.stdout[-1000:], r.stderr[-2000:])
+    assert f"{tmp_path / 'old.nb'} was written by opt v2.12-rc but the runtime is Paddle Lite " \
+           f"v2.13-rc" in r.stderr, r.stderr[-2000:]
+    r = subprocess.run([lite.python, os.path.join(ROOT, "tools", "lite_predict.py"), "--model", good,
+                        exported["images"][0]], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]      # the untouched file passes
+
+
+def test_lite_predict_threads_and_list_inputs(tmp_path, exported, lite):
+    """A list file (relative paths against its folder, `path label` lines, comments) and a
+    folder give the images in their order; --threads only changes the speed, never the numbers.
+    The x86 wheel has no MobileConfig.set_threads, so here the option is accepted and ignored
+    (docs/deploy_lite.md); on an ARM build it sets Lite's threads."""
+    nb = os.path.join(exported["dir"], "lite", "mobilenet_v1_x86.nb")
+    images = exported["images"]
+    lst = tmp_path / "sub" / "list.txt"
+    lst.parent.mkdir()
+    rel = [os.path.relpath(p, lst.parent) for p in images[:3]]
+    lst.write_text("# images to check\n" + "".join(f"{p} {i}\n" for i, p in enumerate(reversed(rel))))
+
+    def run(*args):
+        r = subprocess.run([lite.python, os.path.join(ROOT, "tools", "lite_predict.py"), "--model", nb,
+                            "--json", *args], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads(r.stdout)["results"]
+
+    one = run("--threads", "1", str(lst), images[4])
+    assert [os.path.basename(x["image"]) for x in one] == \
+        [os.path.basename(p) for p in list(reversed(images[:3])) + [images[4]]]
+    assert os.path.normpath(one[0]["image"]) == images[2]     # relative to the list file's folder
+    two = run("--threads", "2", "--batch-size", "2", str(lst), images[4])
+    assert [x["image"] for x in two] == [x["image"] for x in one]
+    for a, b in zip(one, two):
+        assert a["topk"][0]["class_id"] == b["topk"][0]["class_id"]
+        assert abs(a["topk"][0]["score"] - b["topk"][0]["score"]) <= 1e-6
 
 
 # ---------- provisioning ----------
