@@ -8,10 +8,12 @@ import os
 
 from .errors import WeightsError
 from .fluid import load_fluid_params
+from .layouts import adapt_layout
 from .paths import is_safetensors
 from .pickle_reader import load_pickle_weights
 from .safetensors_file import read_safe_weights
 from .strict import classifier_keys, load_strict, shape_of
+from .torch_file import is_torch_file, read_torch_state
 
 
 def pretrained_file(path, key="Global.pretrained_model"):
@@ -29,6 +31,8 @@ def read_weights_file(file, where):
     restricted pickle reader: nothing in it can run) -> (state of numpy arrays, format)."""
     if is_safetensors(file):
         return read_safe_weights(file)[0], "safetensors"
+    if is_torch_file(file):
+        return read_torch_state(file), "torch.save"
     try:
         state = load_pickle_weights(file)
     except WeightsError as e:
@@ -66,6 +70,9 @@ def load_pretrained(model, path, skip_classifier_on_mismatch=True, key="Global.p
         return _load_fluid_dir(model, path, skip_classifier_on_mismatch, key)
     file = pretrained_file(path, key)
     state, fmt = read_weights_file(file, f"{key}={path}")
+    if layout is None:   # PaddleClas / paddle.vision / torchvision names -> ours (weights.layouts)
+        state, layout, title = adapt_layout(state, model, f"{key}={path}")
+        fmt += f", {title} names" if title else ""
     header = f"{key}={path}: the weights in {file} do not fit the model built from Arch:"
     return load_state(model, state, file, fmt, header, skip_classifier_on_mismatch, layout)
 
