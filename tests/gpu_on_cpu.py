@@ -10,6 +10,9 @@ and ppmobilenet keep shut on a CPU, and nothing else:
   `paddle.set_device("gpu")` selects the CPU;
 - `paddle.amp.GradScaler` (any subclass too) and `paddle.amp.decorate` see a GPU place (with
   float16 support) when they are set up: their CPU check would otherwise turn them into no-ops.
+For the tests of skipped steps it can also make the training loss of chosen steps infinite, as
+an overflow in float16 does on a GPU: $INF_LOSS_AT ("all" or global step numbers, counted from
+$STEP_OFFSET + 1: the checkpoint's step when the run resumes).
 Everything then runs for real on the CPU: the scaler multiplies the loss, unscales the gradients
 with Paddle's `check_finite_and_unscale` kernel, skips steps whose gradients are not finite and
 adapts its scale; decorate casts the weights and registers its float32 save hook.
@@ -111,6 +114,25 @@ def _yes_for_ppmobilenet(real, answer):
     return ask
 
 
+INF_LOSS_AT = "PPMOBILENET_TEST_INF_LOSS_AT"
+STEP_OFFSET = "PPMOBILENET_TEST_STEP_OFFSET"
+
+
+def overflow_at(steps, offset=0):
+    """Multiply the training loss (a CrossEntropyLoss called with gradients on) by inf at the
+    given global steps (a set of ints, or "all")."""
+    forward, done = paddle.nn.CrossEntropyLoss.forward, [offset]
+
+    def loss(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        if paddle.is_grad_enabled():
+            done[0] += 1
+            if steps == "all" or done[0] in steps:
+                out = out * float("inf")
+        return out
+    paddle.nn.CrossEntropyLoss.forward = loss
+
+
 def pretend_one_gpu():
     set_device = paddle.set_device
     paddle.set_device = lambda device: set_device("cpu" if str(device).startswith("gpu") else device)
@@ -123,6 +145,10 @@ def pretend_one_gpu():
 
 if __name__ == "__main__":
     pretend_one_gpu()
+    if os.environ.get(INF_LOSS_AT):
+        at = os.environ[INF_LOSS_AT]
+        overflow_at("all" if at == "all" else {int(x) for x in at.split(",")},
+                    int(os.environ.get(STEP_OFFSET, "0")))
     train = os.path.join(ROOT, "tools", "train.py")
     sys.argv = [train] + sys.argv[1:]
     runpy.run_path(train, run_name="__main__")

@@ -2,8 +2,9 @@
 
 No GPU build of Paddle 3 installs on this project's machines, so tools/train.py runs here under
 tests/gpu_on_cpu.py, which makes ppmobilenet and Paddle's AMP set-up believe there is one GPU and
-changes nothing else (its docstring lists exactly what). Then Paddle's real GradScaler scales the
-loss, unscales the gradients, skips steps whose gradients overflow and adapts its scale, and its
+changes nothing else (its docstring lists exactly what); it can also make the loss of chosen steps
+infinite, the overflow float16 gives on a GPU. Then Paddle's real GradScaler scales the loss,
+unscales the gradients, skips steps whose gradients overflow and adapts its scale, and its
 state goes through the trainer's checkpoints; O2's `decorate` casts the weights to float16 with
 float32 master weights and a float32 save hook. What cannot run on a CPU at all (float16 kernels)
 is stated in docs/training.md and pinned down by test_o2_... below.
@@ -22,6 +23,7 @@ from engine_helpers import EVAL, ROOT, TRAIN, demo_subset, env, run_tool, run_un
 from ppmobilenet.engine.checkpoint import read_states
 
 GPU_ON_CPU = os.path.join(ROOT, "tests", "gpu_on_cpu.py")
+INF_LOSS_AT, STEP_OFFSET = "PPMOBILENET_TEST_INF_LOSS_AT", "PPMOBILENET_TEST_STEP_OFFSET"  # gpu_on_cpu.py
 STEPS = 8                            # 64 images, batch 16, 2 epochs
 
 
@@ -39,8 +41,8 @@ def config(tmp_path, name, data, amp=None, **glob):
                        workers=0, AMP=amp or {"use_amp": False}, Global=g)
 
 
-def on_gpu(cfg, *overrides):
-    r = run_tool(GPU_ON_CPU, cfg, "Global.device=gpu", *overrides)
+def on_gpu(cfg, *overrides, env=None):
+    r = run_tool(GPU_ON_CPU, cfg, "Global.device=gpu", *overrides, extra_env=env)
     assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     assert "device gpu" in r.stdout and "AMP is off" not in r.stdout, r.stdout[-2000:]
     return r
@@ -97,17 +99,18 @@ def test_loss_scaling_and_unscaling_give_the_float32_weights_bit_for_bit(tmp_pat
 
 
 def test_steps_with_overflowing_gradients_are_skipped(tmp_path, data):
-    """A fixed scale of 2**127 makes every scaled loss inf: every step must be skipped, so the
-    trainable weights stay those of Global.pretrained_model bit for bit and the momentum buffers
-    stay zero, while the forward passes still move the BatchNorm statistics."""
+    """Every step's loss overflows (made infinite, as float16 overflows on a GPU): every step
+    must be skipped, so the trainable weights stay those of Global.pretrained_model bit for bit
+    and the momentum buffers stay zero, while the forward passes still move the BatchNorm
+    statistics. A fixed scale stays what it was."""
     from ppmobilenet.models import build_model
     paddle.seed(5)
     start = build_model("mobilenet_v1", class_dim=10, scale=0.25, head="classic")
     paddle.save(start.state_dict(), str(tmp_path / "start.pdparams"))
-    cfg = config(tmp_path, "static", data, {"use_amp": True, "scale_loss": 2.0 ** 127,
+    cfg = config(tmp_path, "static", data, {"use_amp": True, "scale_loss": 1024.0,
                                             "use_dynamic_loss_scaling": False},
                  pretrained_model=str(tmp_path / "start.pdparams"))
-    on_gpu(cfg)
+    on_gpu(cfg, env={INF_LOSS_AT: "all"})
     got = weights(tmp_path / "static" / "latest")
     trainable = {k for k, p in start.named_parameters() if not p.stop_gradient}
     stats = set(got) - trainable
@@ -118,28 +121,30 @@ def test_steps_with_overflowing_gradients_are_skipped(tmp_path, data):
     buffers = [v.numpy() for k, v in velocity.items() if "velocity" in k]
     assert len(buffers) == len(trainable) and all(not b.any() for b in buffers)
     s = scaler_state(tmp_path / "static" / "latest")
-    assert s["scale"] == 2.0 ** 127 and s["use_dynamic_loss_scaling"] is False
+    assert s["scale"] == 1024.0 and s["use_dynamic_loss_scaling"] is False
 
 
 def test_dynamic_scale_halves_on_overflow_and_its_state_survives_an_exact_resume(tmp_path, data):
-    """From 2**114 some steps overflow: each one is skipped and halves the scale (Paddle 3.3.1
-    crashed there under numpy 2: the trainer must survive it). Killed after epoch 1 and resumed,
-    the run must end with the uninterrupted run's weights and scaler state, bit for bit; a
-    resume that restarted the scaler at 2**114 would skip other steps."""
-    amp = {"use_amp": True, "level": "O1", "scale_loss": 2.0 ** 114}
-    ref = on_gpu(config(tmp_path, "ref", data, amp))
-    at_cut = scaler_state(tmp_path / "ref" / "epoch_1")
+    """Steps 2, 3 and 6 of 8 overflow: each is skipped and halves the scale (1024 -> 128; Paddle
+    3.3.1 crashed there under numpy 2: the trainer must survive it). Killed after epoch 1 and
+    resumed, the run must end with the uninterrupted run's weights and scaler state, bit for
+    bit; a resume that restarted the scaler at 1024 would end at 512."""
+    amp = {"use_amp": True, "level": "O1", "scale_loss": 1024.0}
+    ref = on_gpu(config(tmp_path, "ref", data, amp), env={INF_LOSS_AT: "2,3,6"})
     end = scaler_state(tmp_path / "ref" / "latest")
-    # no step doubles it (Paddle's default: after 2000 finite ones), so each halving is a skip
-    skipped = 114 - np.log2(end["scale"])
-    assert skipped == int(skipped) and 0 < skipped < STEPS, (end, ref.stdout[-2000:])
-    assert end["incr_count"] <= STEPS - skipped and end["decr_count"] == 0
-    assert at_cut["scale"] < 2.0 ** 114                      # epoch 1 overflowed: the state moved
+    assert (end["scale"], end["incr_count"], end["decr_count"]) == (128.0, 2, 0), (end, ref.stdout[-2000:])
+    assert scaler_state(tmp_path / "ref" / "epoch_1")["scale"] == 256.0
+    fp32 = config(tmp_path, "fp32", data)
+    ok(run_tool(TRAIN, fp32))
+    assert not np.array_equal(weights(tmp_path / "fp32" / "latest")["fc.bias"],
+                              weights(tmp_path / "ref" / "latest")["fc.bias"])  # 3 steps fewer
 
     cut = config(tmp_path, "cut", data, amp)
-    run_until(cut, r"saved .*latest \(epoch 1", "Global.device=gpu", script=GPU_ON_CPU)
+    run_until(cut, r"saved .*latest \(epoch 1", "Global.device=gpu", script=GPU_ON_CPU,
+              extra_env={INF_LOSS_AT: "2,3"})
     assert read_states(tmp_path / "cut" / "latest")["epoch"] == 1
-    r = on_gpu(cut, f"Global.checkpoints={tmp_path / 'cut' / 'latest'}")
+    r = on_gpu(cut, f"Global.checkpoints={tmp_path / 'cut' / 'latest'}",
+               env={INF_LOSS_AT: "6", STEP_OFFSET: "4"})
     assert "resumed from" in r.stdout and "global step 4" in r.stdout, r.stdout[-2000:]
     assert_bit_identical(tmp_path / "ref" / "latest", tmp_path / "cut" / "latest")
     assert scaler_state(tmp_path / "cut" / "latest") == end

@@ -294,7 +294,7 @@ def test_transform_failures_are_errors_even_when_skipping(tmp_path):
         batches(build_dataloader(make_cfg(train=sec, eval=sec, class_num=3), "Train"))
     # a transform list that leaves sizes free: images of one batch cannot be stacked
     lines = write_images(str(tmp_path / "b"), 1, size=(30, 20)) + \
-        [f"../b2/{p}" for p in write_images(str(tmp_path / "b2"), 1, size=(50, 20))]
+        [f"b2/{p}" for p in write_images(str(tmp_path / "b" / "b2"), 1, size=(50, 20))]
     lst = write_list(tmp_path / "b" / "l.txt", lines)
     ds.update(image_root=str(tmp_path / "b"), cls_label_path=lst)
     sec["transforms"] = [{"ToTensor": {}}]

@@ -543,7 +543,8 @@ def test_ten_sigkills_at_random_points_then_resume_equal_the_uninterrupted_run(t
                    f"weights equal the uninterrupted run's bit for bit")
 
     for attempt in range(60):
-        if kills >= 10:
+        # ten kills, then the last chain is resumed to its end: once it has something to resume
+        if kills >= 10 and (chain["kills"] == 0 or _newest_set(out)[0] is not None):
             break
         prefix, done = _newest_set(out)
         resume = prefix is not None
@@ -572,7 +573,7 @@ def test_ten_sigkills_at_random_points_then_resume_equal_the_uninterrupted_run(t
         log.append(f"kill {kills}: {where}; last line: {last[0][-90:]}")
         for states in glob.glob(str(out / "*.pdstates")):   # whatever the moment, every set loads
             _load(states[: -len(".pdstates")])
-    assert kills == 10, log
+    assert kills >= 10, log
     if chain["kills"]:                             # the last chain: resume it to the end
         prefix, done = _newest_set(out)
         resume = prefix is not None
@@ -582,4 +583,4 @@ def test_ten_sigkills_at_random_points_then_resume_equal_the_uninterrupted_run(t
         FIGURES["resumes"] += resume
         finish_chain(r.stdout)
     print("\n".join(log))
-    assert chains and sum(c["kills"] for c in chains) == 10
+    assert chains and sum(c["kills"] for c in chains) == kills

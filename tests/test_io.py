@@ -1,7 +1,10 @@
 """ppmobilenet.io on real files: atomic writes (nothing half-written, no temp left behind), the
-label-file reader and writer, list files and input-image listing, the cache root."""
+folder swap and its recovery, the label-file reader and writer, list files and input-image
+listing, the cache root."""
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -86,3 +89,47 @@ def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
     assert io.cache_root() == str(tmp_path)
     monkeypatch.delenv("PPMOBILENET_CACHE")
     assert io.cache_root() == os.path.join(os.path.expanduser("~"), ".cache", "ppmobilenet")
+
+
+def _tree(folder):
+    return {f: open(os.path.join(folder, f), "rb").read() for f in io.folder_files(folder)}
+
+
+def test_swap_folder_puts_a_whole_folder_in_place(tmp_path):
+    target = tmp_path / "export"
+    first = io.new_folder_beside(target)
+    (tmp_path / first / "a.txt").write_text("one")
+    io.swap_folder(first, target)                                  # no target yet
+    assert _tree(target) == {"a.txt": b"one"} and os.listdir(tmp_path) == ["export"]
+    second = io.new_folder_beside(target)
+    os.makedirs(os.path.join(second, "lite"))
+    (tmp_path / second / "lite" / "b.nb").write_bytes(b"two")
+    (tmp_path / second / ".cache").write_text("hidden")
+    io.swap_folder(second, target)                                 # replaces it whole
+    assert _tree(target) == {"lite/b.nb": b"two"} and os.listdir(tmp_path) == ["export"]
+    assert io.sha256_file(target / "lite" / "b.nb") == \
+        "3fc4ccfe745870e2c0d99f71f30ff0656c8dedd41cc1d7d3d376b0dbe685e2f3"
+
+
+def test_recover_folder_finishes_a_swap_killed_between_its_renames(tmp_path):
+    target = tmp_path / "export"
+    tag = f"{_dead_pid()}-0000abcd"
+    for kind, text in (("old", "previous"), ("new", "complete")):
+        os.makedirs(tmp_path / f".export.{kind}-{tag}")
+        (tmp_path / f".export.{kind}-{tag}" / "m.txt").write_text(text)
+    assert io.interrupted_swap(target) == str(tmp_path / f".export.new-{tag}")
+    assert io.recover_folder(target) == str(tmp_path / f".export.new-{tag}")
+    assert _tree(target) == {"m.txt": b"complete"} and os.listdir(tmp_path) == ["export"]
+    # a writer killed while building: its partial folder goes, the export stays
+    os.makedirs(tmp_path / f".export.new-{_dead_pid()}-00000001")
+    assert io.recover_folder(target) is None
+    assert os.listdir(tmp_path) == ["export"] and _tree(target) == {"m.txt": b"complete"}
+    # a live writer's folder is left alone
+    mine = io.new_folder_beside(target)
+    assert io.recover_folder(target) is None and os.path.isdir(mine)
+
+
+def _dead_pid():
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid

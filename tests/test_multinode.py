@@ -16,6 +16,7 @@ import paddle
 import pytest
 
 from engine_helpers import ROOT, TRAIN, demo_subset, env, tiny_config
+from process_helpers import proc_table, running, tree
 
 JOB_ENDS_WITHIN_S = 60
 LOST = re.compile(r"error: rank (\d) of 2: another process of this job was lost during ([^:]+):")
@@ -42,37 +43,6 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _proc_table():
-    """{pid: (parent pid, state)} of every process."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            out[int(d)] = (int(fields[1]), fields[0])
-    return out
-
-
-def _tree(pid):
-    """pid and every descendant still running (the launcher starts each trainer in a session
-    of its own, so a process group is not the whole node)."""
-    table, found, todo = _proc_table(), [], [pid]
-    while todo:
-        p = todo.pop()
-        if p in table and table[p][1] != "Z":
-            found.append(p)
-        todo += [c for c, (parent, _) in table.items() if parent == p]
-    return found
-
-
-def _running(pids):
-    table = _proc_table()
-    return [p for p in pids if p in table and table[p][1] != "Z"]
 
 
 class Job:
@@ -126,7 +96,7 @@ class Job:
 
     def kill_everything(self):
         for p in self.launchers:
-            for pid in _tree(p.pid):
+            for pid in tree(p.pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
@@ -195,8 +165,8 @@ def _lose(job, victim_rank, how):
     assert victim is not None, job.output(0)[-2000:] + job.output(1)[-2000:]
     survivor = 1 - victim
     launcher = job.launchers[victim].pid
-    node = _tree(launcher)
-    trainer = [p for p in node if p != launcher and _proc_table()[p][0] == launcher]
+    node = tree(launcher)
+    trainer = [p for p in node if p != launcher and proc_table()[p][0] == launcher]
     assert len(trainer) == 1, f"launcher {launcher}: processes {node}"
     if how == "rank":                         # the training process alone
         os.kill(trainer[0], signal.SIGKILL)
@@ -210,16 +180,16 @@ def _lose(job, victim_rank, how):
             os.kill(pid, signal.SIGSTOP)
     FIGURES["kills"] += 1
     killed_at = time.time()
-    everything = set(node) | set(_tree(job.launchers[survivor].pid))
+    everything = set(node) | set(tree(job.launchers[survivor].pid))
     deadline = killed_at + JOB_ENDS_WITHIN_S
     while time.time() < deadline:
-        everything |= set(_tree(job.launchers[survivor].pid))     # eval loader workers come and go
-        left = _running(everything - (set(node) if how == "freeze" else set()))
+        everything |= set(tree(job.launchers[survivor].pid))     # eval loader workers come and go
+        left = running(everything - (set(node) if how == "freeze" else set()))
         if not left:
             break
         time.sleep(0.2)
     took = time.time() - killed_at
-    left = _running(everything - (set(node) if how == "freeze" else set()))
+    left = running(everything - (set(node) if how == "freeze" else set()))
     assert not left, (f"{JOB_ENDS_WITHIN_S} s after losing rank {victim_rank} ({how}) these processes still "
                       f"run: {left}\nsurvivor:\n{job.output(survivor)[-3000:]}")
     FIGURES["jobs ended after a loss"] += 1

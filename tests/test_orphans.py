@@ -11,6 +11,7 @@ import time
 import pytest
 
 from engine_helpers import ROOT, TRAIN, demo_subset, env, tiny_config
+from process_helpers import children, parent_of, running
 
 # "within seconds": the death signal is immediate, the fallback poll runs every 0.5 s
 GONE_WITHIN_S = 5.0
@@ -27,29 +28,6 @@ def data(tmp_path_factory):
     return demo_subset(tmp_path_factory.mktemp("orphans-data"), str(cache))
 
 
-def _children(pid):
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(d))
-    return sorted(out)
-
-
-def _alive(pid):
-    """Running, and not a zombie (a zombie holds no memory; its new parent reaps it)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _shm_files(pids):
     """Paddle names a worker's shared memory files /dev/shm/paddle_<pid>_<n>_<random>."""
     prefixes = tuple(f"paddle_{p}_" for p in pids)
@@ -59,10 +37,10 @@ def _shm_files(pids):
 def _wait_gone(pids, within):
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if not [p for p in pids if _alive(p)] and not _shm_files(pids):
+        if not running(pids) and not _shm_files(pids):
             break
         time.sleep(0.05)
-    return [p for p in pids if _alive(p)], _shm_files(pids)
+    return running(pids), _shm_files(pids)
 
 
 def _lines(proc, timeout):
@@ -77,9 +55,8 @@ def _lines(proc, timeout):
 
 def _clean_up(pids):
     """What a test that failed leaves behind: end the orphans, remove their files."""
-    for p in pids:
-        if _alive(p):
-            os.kill(p, signal.SIGKILL)
+    for p in running(pids):
+        os.kill(p, signal.SIGKILL)
     for f in _shm_files(pids):
         os.remove(os.path.join("/dev/shm", f))
 
@@ -96,17 +73,9 @@ def _kill_and_check(parent, workers):
     FIGURES["workers orphaned"] += len(workers)
     FIGURES["shared memory files left"] += len(left)
     assert not alive, (f"loader workers {alive} still run {GONE_WITHIN_S} s after their main process "
-                       f"was SIGKILLed (parents: {[_parent(p) for p in alive]})")
+                       f"was SIGKILLed (parents: {[parent_of(p) for p in alive]})")
     assert not left, f"{len(left)} shared memory file(s) of the dead workers left in /dev/shm: {left[:6]}"
     return took
-
-
-def _parent(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return None
 
 
 def test_workers_of_a_sigkilled_trainer_die_and_free_shared_memory(tmp_path, data):
@@ -120,7 +89,7 @@ def test_workers_of_a_sigkilled_trainer_die_and_free_shared_memory(tmp_path, dat
         for line in _lines(proc, timeout=300):
             lines.append(line)
             if "iter [3/" in line:                   # mid-epoch: every worker holds batches
-                workers = _children(proc.pid)
+                workers = children(proc.pid)
                 break
         out = "".join(lines)
         assert len(workers) == 2, f"expected the 2 train loader workers, found {workers}\n{out[-3000:]}"
@@ -174,7 +143,7 @@ def test_workers_forked_by_another_thread_die_with_the_main_process(tmp_path, da
         for line in _lines(proc, timeout=240):
             lines.append(line)
             if line.startswith("reading"):
-                workers = _children(proc.pid)
+                workers = children(proc.pid)
                 break
         assert len(workers) == 2, f"expected 2 loader workers, found {workers}\n{''.join(lines)[-3000:]}"
         took = _kill_and_check(proc, workers)

@@ -59,6 +59,7 @@ def _training(spec):
             with paddle.amp.auto_cast(enable=amp, level="O1"):
                 loss = loss_fn(net(x), y)
             scaler.scale(loss).backward()
+            dist.average_gradients(net)   # as the trainer does (a no-op on one process)
             scaler.step(opt)
             scaler.update()
             opt.clear_grad()
