@@ -102,6 +102,7 @@ MAX_CLASSES = 100_000           # the fc of MobileNetV1 x1.0 at this size holds 
 MAX_SCALE = 4.0                 # published widths go up to 2.0 (MobileNetV2)
 MAX_LR = 10.0                   # SGD rates beyond this diverge on any of these networks
 MAX_BATCH = 8192                # per card
+MAX_LOSS_SCALE = 3.4028234663852886e38  # float32's largest: the AMP scaler holds it in float32
 MAX_WORKERS = 64
 MIN_SIDE, MAX_SIDE = 8, 4096    # image sides of Global.image_shape
 # Arch.scale's lower end where a width is int(c * scale): the narrowest layer (c) must keep at
@@ -181,7 +182,7 @@ SCHEMA = {
     "AMP": {
         "use_amp": Key("bool", False),
         "level": Key("str", "O1", allowed=("O1", "O2")),
-        "scale_loss": Key("float", 1024.0, check=_in(0, 2.0 ** 32, lo_open=True)),
+        "scale_loss": Key("float", 1024.0, check=_in(0, MAX_LOSS_SCALE, lo_open=True)),
         "use_dynamic_loss_scaling": Key("bool", True),
     },
     "Arch": {

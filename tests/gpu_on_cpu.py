@@ -10,9 +10,10 @@ and ppmobilenet keep shut on a CPU, and nothing else:
   `paddle.set_device("gpu")` selects the CPU;
 - `paddle.amp.GradScaler` (any subclass too) and `paddle.amp.decorate` see a GPU place (with
   float16 support) when they are set up: their CPU check would otherwise turn them into no-ops.
-For the tests of skipped steps it can also make the training loss of chosen steps infinite, as
-an overflow in float16 does on a GPU: $INF_LOSS_AT ("all" or global step numbers, counted from
-$STEP_OFFSET + 1: the checkpoint's step when the run resumes).
+For the tests of skipped steps it can also make the scaled loss of chosen steps infinite, as an
+overflow in float16 does on a GPU (the loss itself stays finite; the gradients of the scaled loss
+are not): $PPMOBILENET_TEST_INF_LOSS_AT ("all" or global step numbers, counted from
+$PPMOBILENET_TEST_STEP_OFFSET + 1: the checkpoint's step when the run resumes).
 Everything then runs for real on the CPU: the scaler multiplies the loss, unscales the gradients
 with Paddle's `check_finite_and_unscale` kernel, skips steps whose gradients are not finite and
 adapts its scale; decorate casts the weights and registers its float32 save hook.
@@ -119,18 +120,15 @@ STEP_OFFSET = "PPMOBILENET_TEST_STEP_OFFSET"
 
 
 def overflow_at(steps, offset=0):
-    """Multiply the training loss (a CrossEntropyLoss called with gradients on) by inf at the
-    given global steps (a set of ints, or "all")."""
-    forward, done = paddle.nn.CrossEntropyLoss.forward, [offset]
+    """Make the scaled loss infinite at the given global steps (a set of ints, or "all"): the
+    trainer scales the loss once a step, so the scaler's calls count the steps."""
+    scale, done = _GRAD_SCALER.AmpScaler.scale, [offset]
 
-    def loss(self, *args, **kwargs):
-        out = forward(self, *args, **kwargs)
-        if paddle.is_grad_enabled():
-            done[0] += 1
-            if steps == "all" or done[0] in steps:
-                out = out * float("inf")
-        return out
-    paddle.nn.CrossEntropyLoss.forward = loss
+    def scaled(self, var):
+        out = scale(self, var)
+        done[0] += 1
+        return out * float("inf") if steps == "all" or done[0] in steps else out
+    _GRAD_SCALER.AmpScaler.scale = scaled
 
 
 def pretend_one_gpu():

@@ -99,8 +99,8 @@ def test_loss_scaling_and_unscaling_give_the_float32_weights_bit_for_bit(tmp_pat
 
 
 def test_steps_with_overflowing_gradients_are_skipped(tmp_path, data):
-    """Every step's loss overflows (made infinite, as float16 overflows on a GPU): every step
-    must be skipped, so the trainable weights stay those of Global.pretrained_model bit for bit
+    """Every step's scaled loss overflows (made infinite, as float16 overflows on a GPU): every
+    step must be skipped, so the trainable weights stay those of Global.pretrained_model bit for bit
     and the momentum buffers stay zero, while the forward passes still move the BatchNorm
     statistics. A fixed scale stays what it was."""
     from ppmobilenet.models import build_model
@@ -125,7 +125,7 @@ def test_steps_with_overflowing_gradients_are_skipped(tmp_path, data):
 
 
 def test_dynamic_scale_halves_on_overflow_and_its_state_survives_an_exact_resume(tmp_path, data):
-    """Steps 2, 3 and 6 of 8 overflow: each is skipped and halves the scale (1024 -> 128; Paddle
+    """The scaled losses of steps 2, 3 and 6 of 8 overflow: each step is skipped and halves the scale (1024 -> 128; Paddle
     3.3.1 crashed there under numpy 2: the trainer must survive it). Killed after epoch 1 and
     resumed, the run must end with the uninterrupted run's weights and scaler state, bit for
     bit; a resume that restarted the scaler at 1024 would end at 512."""
@@ -162,10 +162,10 @@ from ppmobilenet.engine import Trainer
 from ppmobilenet.engine.checkpoint import load_checkpoint, save_checkpoint
 from ppmobilenet.models import build_model
 
-def make():
-    return Trainer(load_config({cfg!r}, ["Global.device=gpu"]))
+def make(out):
+    return Trainer(load_config({cfg!r}, ["Global.device=gpu", "Global.output_dir=" + out]))
 
-t = make()
+t = make({out!r})
 out = {{"param_dtypes": sorted({{str(p.dtype) for p in t.model.parameters()}}),
         "fp16_params": sum(p.dtype == paddle.float16 for p in t.model.parameters()),
         "multi_precision": bool(t.optimizer._multi_precision)}}
@@ -189,7 +189,7 @@ saved_opt = paddle.load({prefix!r} + ".pdopt")["master_weights"]
 keys = dict(t.model.named_parameters())
 out["saved_master"] = sorted(saved_opt) == sorted(k for k, p in keys.items() if p.dtype == paddle.float16)
 
-t2 = make()                                     # resume into another O2 trainer
+t2 = make({out!r} + "-again")                    # resume into another O2 trainer
 load_checkpoint({prefix!r}, t2.model, t2.optimizer)
 out["reloaded_equal"] = all(np.array_equal(a.numpy(), b.numpy())
                             for a, b in zip(t.model.parameters(), t2.model.parameters()))
@@ -216,7 +216,8 @@ def test_o2_decorate_keeps_float32_master_weights_and_float32_checkpoints(tmp_pa
     cfg = config(tmp_path, "o2", data, {"use_amp": True, "level": "O2"})
     script = tmp_path / "o2.py"
     script.write_text(textwrap.dedent(O2_SCRIPT.format(
-        tests=os.path.join(ROOT, "tests"), cfg=cfg, prefix=str(tmp_path / "o2" / "latest"))))
+        tests=os.path.join(ROOT, "tests"), cfg=cfg, prefix=str(tmp_path / "o2" / "latest"),
+        out=str(tmp_path / "o2"))))
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                        timeout=300, cwd=ROOT, env=env())
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]

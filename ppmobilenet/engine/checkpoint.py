@@ -347,8 +347,9 @@ def load_checkpoint(prefix, model, optimizer=None, ema=None, key="Global.checkpo
         if ".pdopt" not in states["files"]:
             raise CheckpointError(f"{key}={prefix}: {prefix}.pdopt is missing; cannot resume "
                                   "the optimizer (use Global.pretrained_model to start anew)")
+        stored = _load_file(prefix + ".pdopt", key)
         try:
-            opt_state = restore_opt_state(_load_file(prefix + ".pdopt", key), model)
+            opt_state = restore_opt_state(stored, model)
         except CheckpointError as e:
             raise CheckpointError(f"{key}={prefix}: {prefix}.pdopt: {e}") from None
         # the lr schedule is rebuilt from the config and replayed by the trainer (it follows a
@@ -376,8 +377,15 @@ def _load_file(path, key):
 
 
 def _as_tensors(obj):
+    """paddle.load's own conversion: arrays, and the (name, array) pairs paddle.save writes for
+    tensors nested deeper (master_weights), become Tensors."""
     if isinstance(obj, np.ndarray):
         return paddle.to_tensor(obj)
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) \
+            and isinstance(obj[1], np.ndarray):
+        tensor = paddle.to_tensor(obj[1])
+        tensor.name = obj[0]
+        return tensor
     if isinstance(obj, dict):
         return {k: _as_tensors(v) for k, v in obj.items()}
     return obj

@@ -1,13 +1,17 @@
 """Per-layer timings of the compiled kernels against Paddle's own operators, the packed path and
 PyTorch (when installed), forward + backward, on the layers of a model: for docs/benchmarks.md
 and for development. compare_layers(...) -> rows; nothing here runs at import."""
+import json
 import os
+import subprocess
+import sys
 import time
 
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from ..cpu import keep_freed_memory
 from ..models import build_model_from_arch
 from . import ops
 from .layers import FUSED_ACTIVATIONS, is_depthwise3x3, is_fusable_conv_bn
@@ -59,7 +63,7 @@ def _paddle_step(forward, inputs, grad):
     return run
 
 
-def _depthwise_ms(n, c, h, w, stride, repeats, torch):
+def _depthwise_ms(n, c, h, w, stride, repeats):
     x = paddle.randn([n, c, h, w])
     k = paddle.randn([c, 1, 3, 3])
     x.stop_gradient = k.stop_gradient = False
@@ -71,19 +75,10 @@ def _depthwise_ms(n, c, h, w, stride, repeats, torch):
     if h * w <= MAX_PLANE:
         row["packed_ms"] = _best_ms(_paddle_step(
             lambda a, b: packed_depthwise_conv(a, b, stride), (x, k), g), repeats)
-    if torch is not None:
-        tx = torch.tensor(x.numpy(), requires_grad=True)
-        tk = torch.tensor(k.numpy(), requires_grad=True)
-        tg = torch.tensor(g.numpy())
-
-        def run():
-            torch.nn.functional.conv2d(tx, tk, stride=stride, padding=1, groups=c).backward(tg)
-            tx.grad = tk.grad = None
-        row["torch_ms"] = _best_ms(run, repeats)
     return row
 
 
-def _bn_act_ms(n, c, h, w, act, repeats, torch):
+def _bn_act_ms(n, c, h, w, act, repeats):
     x = paddle.randn([n, c, h, w])
     x.stop_gradient = False
     g = paddle.randn([n, c, h, w])
@@ -94,35 +89,58 @@ def _bn_act_ms(n, c, h, w, act, repeats, torch):
     row = {"paddle_ms": _best_ms(_paddle_step(lambda a: act_fn(bn(a)), (x,), g), repeats),
            "compiled_ms": _best_ms(_paddle_step(lambda a: ops.bn_act(a, bn, act), (x,), g),
                                    repeats)}
-    if torch is not None:
-        tbn = torch.nn.BatchNorm2d(c).train()
-        tact = {None: torch.nn.Identity(), "relu": torch.nn.ReLU(), "clip6": torch.nn.ReLU6(),
-                "hardswish": torch.nn.Hardswish()}[act]
-        tx = torch.tensor(x.numpy(), requires_grad=True)
-        tg = torch.tensor(g.numpy())
+    return row
+
+
+def torch_worker():
+    """In a process of its own (PyTorch's OpenMP runtime and Paddle's would each spin their
+    threads in one process): rows as JSON on stdin -> their torch_ms as JSON on stdout."""
+    import torch
+    keep_freed_memory()  # the malloc setting ppmobilenet's own processes run with
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
+    spec = json.load(sys.stdin)
+    times = []
+    for kind, (n, c, h, w), extra in spec["rows"]:
+        x = torch.randn(n, c, h, w, requires_grad=True)
+        if kind == "depthwise":
+            k = torch.randn(c, 1, 3, 3, requires_grad=True)
+            layer = lambda t: torch.nn.functional.conv2d(t, k, stride=extra, padding=1, groups=c)
+        else:
+            act = {None: torch.nn.Identity(), "relu": torch.nn.ReLU(), "clip6": torch.nn.ReLU6(),
+                   "hardswish": torch.nn.Hardswish()}[extra]
+            bn = torch.nn.BatchNorm2d(c).train()
+            layer = lambda t: act(bn(t))
+        g = torch.randn_like(layer(x))
 
         def run():
-            tact(tbn(tx)).backward(tg)
-            tx.grad = None
-        row["torch_ms"] = _best_ms(run, repeats)
-    return row
+            layer(x).backward(g)
+            x.grad = None
+        times.append(_best_ms(run, spec["repeats"]))
+    json.dump(times, sys.stdout)
+
+
+def _torch_ms(rows, repeats):
+    """torch_worker's timings of `rows`, or None when PyTorch is not installed."""
+    spec = {"repeats": repeats,
+            "rows": [(r["kind"], r["shape"], r.get("stride", r.get("act"))) for r in rows]}
+    code = "from ppmobilenet.kernels.layer_bench import torch_worker; torch_worker()"
+    out = subprocess.run([sys.executable, "-c", code], input=json.dumps(spec), text=True,
+                         capture_output=True)
+    if out.returncode != 0:
+        if "No module named 'torch'" in out.stderr:
+            return None
+        raise RuntimeError(f"the PyTorch timing process failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def compare_layers(case="v1_x1.0@224", repeats=5, with_torch=True):
     """Forward + backward of every layer the compiled kernels take in `case` (a CASES key):
-    [{"kind", "shape": (N, C, H, W), "stride" | "act", "paddle_ms", "compiled_ms",
+    [{"kind", "shape": (N, C, H, W), "count", "stride" | "act", "paddle_ms", "compiled_ms",
     "packed_ms" (planes <= MAX_PLANE), "torch_ms" (with_torch and torch installed)}], best of
-    `repeats`. Identical layers are timed once (their "count" says how many there are). The
-    kernels must load (ops.load()); threads are what the process has (OMP_NUM_THREADS; torch
-    gets OMP_NUM_THREADS, as Paddle)."""
+    `repeats`. Identical layers are timed once ("count" says how many the model has). The
+    kernels must load (ops.load()); threads are what the process has (OMP_NUM_THREADS; PyTorch,
+    timed in a process of its own, gets the same number)."""
     ops.load()
-    torch = None
-    if with_torch:
-        try:
-            import torch
-            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
-        except ImportError:
-            torch = None
     arch, size, batch = CASES[case]
     counts = {}
     for shape in layer_shapes(arch, size):
@@ -132,8 +150,11 @@ def compare_layers(case="v1_x1.0@224", repeats=5, with_torch=True):
         timer = _depthwise_ms if kind == "depthwise" else _bn_act_ms
         row = {"kind": kind, "shape": (batch, c, h, w), "count": count,
                ("stride" if kind == "depthwise" else "act"): extra}
-        row.update(timer(batch, c, h, w, extra, repeats, torch))
+        row.update(timer(batch, c, h, w, extra, repeats))
         rows.append(row)
+    torch_ms = _torch_ms(rows, repeats) if with_torch else None
+    for row, ms in zip(rows, torch_ms or []):
+        row["torch_ms"] = ms
     return rows
 
 

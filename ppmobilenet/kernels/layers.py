@@ -36,9 +36,10 @@ class FusedConvBNLayer(ConvBNLayer):
 
     def forward(self, x):
         x = self.conv(x)
-        if self.bn.training and _compiled_path(x):
-            return ops.bn_act(x, self.bn, FUSED_ACTIVATIONS[type(self.act)])
-        return self.act(self.bn(x))
+        bn = self.bn
+        if bn.training and type(bn) is nn.BatchNorm2D and not bn._use_global_stats and _compiled_path(x):
+            return ops.bn_act(x, bn, FUSED_ACTIVATIONS[type(self.act)])
+        return self.act(bn(x))
 
 
 CONV_CLASSES = (nn.Conv2D, PackedDepthwiseConv2D, CompiledDepthwiseConv2D)

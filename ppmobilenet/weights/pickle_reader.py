@@ -6,8 +6,10 @@ program whose GLOBAL/STACK_GLOBAL opcodes name any importable callable and whose
 BUILD opcodes call it. This reader answers every such name from a fixed list (_ALLOWED) and
 refuses the file, naming it and the callable it asked for, on any other. What the list lets a
 file build is data only: numpy arrays (from raw bytes, shape bounded by the file's size), numpy
-dtypes and scalars, OrderedDict, set, frozenset, complex, slice; plain dicts, lists, tuples,
-strings and numbers need no name at all. None of these runs code of the file's choosing.
+dtypes and scalars, OrderedDict, set, frozenset, tuple, complex, slice; plain dicts, lists,
+strings and numbers need no name at all. None of these runs code of the file's choosing: they
+build values from values the pickle itself holds, and no class of the file's choosing (whose
+methods could run) can be made.
 """
 import collections
 import io
@@ -27,6 +29,7 @@ _ALLOWED = {
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
     ("builtins", "complex"), ("builtins", "slice"),
+    ("builtins", "tuple"),   # paddle.save writes a Tensor below the top level as tuple((name, array))
 }
 # paddle's RNG state in a .pdstates: kept as an inert stand-in, never constructed
 RNG_STATE = {("paddle.base.libpaddle", "GeneratorState"), ("paddle.fluid.libpaddle", "GeneratorState")}

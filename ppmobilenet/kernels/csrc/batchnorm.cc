@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels.h"
 
@@ -73,41 +74,71 @@ void forward_channel(const float* x, float* y, int64_t N, int64_t C, int64_t HW,
   *invstd_out = invstd;
 }
 
+// The sums and dx over one run of contiguous values (a plane, or a channel gathered in `buf`)
+template <int ACT>
+inline void backward_sums(const float* __restrict p, const float* __restrict d, int64_t n,
+                          float mean, float a, float beta, double* sg, double* sgx) {
+  float s1 = 0.f, s2 = 0.f;
+#pragma omp simd reduction(+ : s1, s2)
+  for (int64_t i = 0; i < n; ++i) {
+    const float xc = p[i] - mean;
+    const float g = d[i] * act_grad<ACT>(xc * a + beta);
+    s1 += g;
+    s2 += g * xc;
+  }
+  *sg += s1;
+  *sgx += s2;
+}
+
+template <int ACT>
+inline void backward_dx(const float* __restrict p, const float* __restrict d,
+                        float* __restrict o, int64_t n, float mean, float a, float beta,
+                        float k_mean, float k_x) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float xc = p[i] - mean;
+    const float g = d[i] * act_grad<ACT>(xc * a + beta);
+    o[i] = a * (g - k_mean - xc * k_x);
+  }
+}
+
+// Channels of tiny planes (up to 3x3) are first gathered into a thread's buffer (x, dy, then
+// dx): one long loop instead of N loops of a few values (3x faster on 2x2 planes; from 7x7 on,
+// the copies cost more than they save).
+constexpr int64_t kGatherPlane = 9;    // values per plane up to which the backward gathers
+constexpr int64_t kGather = 16384;     // and values per channel
+
 template <int ACT>
 void backward_channel(const float* x, const float* dy, float* dx, int64_t N, int64_t C,
                       int64_t HW, float gamma, float beta, float mean, float invstd,
-                      float* dgamma, float* dbeta) {
-  const int64_t stride = C * HW;
+                      float* dgamma, float* dbeta, float* buf) {
+  const int64_t stride = C * HW, M = N * HW;
   const float a = invstd * gamma;
   double sg = 0.0, sgx = 0.0;  // sum of g and of g * (x - mean), g the gradient at BN's output
-  for (int64_t n = 0; n < N; ++n) {
-    const float* __restrict p = x + n * stride;
-    const float* __restrict d = dy + n * stride;
-    float s1 = 0.f, s2 = 0.f;
-#pragma omp simd reduction(+ : s1, s2)
-    for (int64_t i = 0; i < HW; ++i) {
-      const float xc = p[i] - mean;
-      const float g = d[i] * act_grad<ACT>(xc * a + beta);
-      s1 += g;
-      s2 += g * xc;
+  const bool gather = HW <= kGatherPlane && M <= kGather;
+  if (gather) {
+    for (int64_t n = 0; n < N; ++n) {
+      std::copy(x + n * stride, x + n * stride + HW, buf + n * HW);
+      std::copy(dy + n * stride, dy + n * stride + HW, buf + M + n * HW);
     }
-    sg += s1;
-    sgx += s2;
+    for (int64_t i0 = 0; i0 < M; i0 += 4096)  // float runs of 4096, then double
+      backward_sums<ACT>(buf + i0, buf + M + i0, std::min<int64_t>(4096, M - i0), mean, a,
+                         beta, &sg, &sgx);
+  } else {
+    for (int64_t n = 0; n < N; ++n)
+      backward_sums<ACT>(x + n * stride, dy + n * stride, HW, mean, a, beta, &sg, &sgx);
   }
-  const double M = static_cast<double>(N * HW);
   // dx = a * (g - sg / M - (x - mean) * invstd^2 * sgx / M)
   const float k_mean = static_cast<float>(sg / M);
   const float k_x = static_cast<float>(static_cast<double>(invstd) * invstd * sgx / M);
-  for (int64_t n = 0; n < N; ++n) {
-    const float* __restrict p = x + n * stride;
-    const float* __restrict d = dy + n * stride;
-    float* __restrict o = dx + n * stride;
-#pragma omp simd
-    for (int64_t i = 0; i < HW; ++i) {
-      const float xc = p[i] - mean;
-      const float g = d[i] * act_grad<ACT>(xc * a + beta);
-      o[i] = a * (g - k_mean - xc * k_x);
-    }
+  if (gather) {
+    backward_dx<ACT>(buf, buf + M, buf + 2 * M, M, mean, a, beta, k_mean, k_x);
+    for (int64_t n = 0; n < N; ++n)
+      std::copy(buf + 2 * M + n * HW, buf + 2 * M + (n + 1) * HW, dx + n * stride);
+  } else {
+    for (int64_t n = 0; n < N; ++n)
+      backward_dx<ACT>(x + n * stride, dy + n * stride, dx + n * stride, HW, mean, a, beta,
+                       k_mean, k_x);
   }
   *dgamma = static_cast<float>(sgx * invstd);
   *dbeta = static_cast<float>(sg);
@@ -134,10 +165,14 @@ template <int ACT>
 void backward_all(const float* x, const float* gamma, const float* beta, const float* saved_mean,
                   const float* saved_invstd, const float* dy, float* dx, float* dgamma,
                   float* dbeta, int64_t N, int64_t C, int64_t HW) {
-#pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < C; ++c)
-    backward_channel<ACT>(x + c * HW, dy + c * HW, dx + c * HW, N, C, HW, gamma[c], beta[c],
-                          saved_mean[c], saved_invstd[c], dgamma + c, dbeta + c);
+#pragma omp parallel
+  {
+    std::vector<float> buf(HW <= kGatherPlane && N * HW <= kGather ? 3 * N * HW : 0);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < C; ++c)
+      backward_channel<ACT>(x + c * HW, dy + c * HW, dx + c * HW, N, C, HW, gamma[c], beta[c],
+                            saved_mean[c], saved_invstd[c], dgamma + c, dbeta + c, buf.data());
+  }
 }
 
 }  // namespace
