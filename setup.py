@@ -7,6 +7,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["ppmobilenet", "ppmobilenet.*"]),
+    # the CPU kernels' C++ sources, compiled on first use (ppmobilenet/kernels/build.py)
+    package_data={"ppmobilenet.kernels": ["csrc/*.cc", "csrc/*.h"]},
     python_requires=">=3.9",
     install_requires=[
         "paddlepaddle>=3.0",

@@ -175,6 +175,10 @@ SCHEMA = {
                            doc="C,H,W used by export / benchmark"),
         "save_inference_dir": Key(("str", "null"), None, doc="[<output_dir>/inference]"),
         "seed": Key(("int", "null"), 0, check=_in(0, MAX_SEED), doc="null: a fresh random seed each run"),
+        "cpu_kernels": Key("bool", True,
+                           doc="CPU training: compiled kernels for the depthwise convs and "
+                               "BatchNorm + activation (built once into the cache; "
+                               "PPMOBILENET_CPU_KERNELS=0 also turns them off)"),
         "cpu_packed_depthwise": Key("bool", True,
                                     doc="CPU training: depthwise convs on planes <= 8x8 run with "
                                         "the samples side by side (same numbers, faster)"),

@@ -99,7 +99,7 @@ def test_quick_every_engine_gives_numbers_and_they_agree(quick):
     assert m["engines"]["default"]["engine"]["backend"] == ("onnx" if _have("onnxruntime") else "paddle")
     # training: Paddle's variants and the PyTorch peer start from the same weights
     [t] = res["training"]
-    expected = _expected(t, {"paddle-untuned", "paddle-untuned+mkl-avx2", "paddle-unpacked", "paddle",
+    expected = _expected(t, {"paddle-untuned", "paddle-untuned+mkl-avx2", "paddle-unpacked", "paddle-packed", "paddle",
                              "paddle+dp", "torch", "torch+keep-mem"},
                          {v: (torch, "PPMOBILENET_REQUIRE_TORCH", v, "pytorch") for v in ("torch", "torch+keep-mem")})
     if cores < 2:

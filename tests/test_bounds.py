@@ -66,7 +66,7 @@ def as_list(spec, x):
 def test_every_numeric_key_has_a_range(path, spec):
     """Too large, negative, and (for floats) inf and nan: each refused, naming the key."""
     assert len(NUMERIC) >= 25
-    refused(path, as_list(spec, 10 ** 30))
+    refused(path, as_list(spec, 10 ** 40))
     refused(path, as_list(spec, -1))
     if any("float" in t for t in spec.types):
         for bad in (math.inf, -math.inf, math.nan, "nan", "inf"):  # "nan": a string float() reads

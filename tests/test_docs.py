@@ -50,13 +50,19 @@ def parse_type(cell):
     allowed = tuple(re.findall(r"`([^`]+)`", cell))
     rest = re.sub(r"`[^`]+`(, )?", "", cell).strip(" ,")
     types, bound, length = ({"str"} if allowed else set()), None, None
-    interval = re.fullmatch(r"(int|float) in ([\[(])([-\d.]+), ([-\d.]+)([\])])", rest)
+    # 'int in [0, 10]', 'int in [0, 10], null', 'list of float in [0, 10]',
+    # 'list of 3 ints: 3, then in [16, 4096]' (Global.image_shape: C is 3, H and W bounded)
+    interval = re.fullmatch(r"(list of (?:(\d+) )?)?(int|float)s?(: 3, then)? in ([\[(])([-\d.e+]+), "
+                            r"([-\d.e+]+)([\])])(, null)?", rest)
     parts = [rest] if interval else [p.strip() for p in rest.split(",") if p.strip()]
     for p in parts:
         if interval:
-            types.add(interval.group(1))
-            bound = ("in", float(interval.group(3)), float(interval.group(4)),
-                     interval.group(2) == "[", interval.group(5) == "]")
+            kind = interval.group(3)
+            types.add(f"list[{kind}]" if interval.group(1) else kind)
+            types |= {"null"} if interval.group(9) else set()
+            length = int(interval.group(2)) if interval.group(2) else None
+            bound = ("in", float(interval.group(6)), float(interval.group(7)),
+                     interval.group(5) == "[", interval.group(8) == "]", bool(interval.group(4)))
             continue
         m = re.fullmatch(r"(int|float|str|bool|null)(?: (>=|>) ([\d.]+))?", p)
         lm = re.fullmatch(r"list of (?:(\d+) )?(int|float|str)s?(?: (>=|>) ([\d.]+))?", p)
@@ -84,8 +90,11 @@ def probes(types, bound, length):
         inside, outside = (edge, edge - step) if bound[0] == ">=" else (edge + step, edge)
         cases += [(inside, True), (outside, False)]
     elif bound:
-        _, lo, hi, lo_in, hi_in = bound
-        cases += [(lo, lo_in), (hi, hi_in), ((lo + hi) / 2, True), (lo - step, False), (hi + step, False)]
+        _, lo, hi, lo_in, hi_in, _rgb = bound
+        lo, hi = num(lo), num(hi)
+        cases += [(lo, lo_in), (hi, hi_in), (num((lo + hi) / 2), True), (lo - step, False), (hi + step, False)]
+    if bound and bound[0] == "in" and bound[5]:   # C, H, W: C is 3, the range bounds H and W
+        return [([3, v, v], ok) for v, ok in cases] + [([1, lo, lo], False), ([3, lo], False)]
     if any(t.startswith("list[") for t in types):
         cases = [([v] * (length or 1), ok) for v, ok in cases]
         if length:

@@ -122,8 +122,8 @@ def test_export_weights_of_another_class_count_fail(tmp_path):
 
 
 @pytest.mark.parametrize("content, expect", [
-    ("0 zero\n0 nil\n", "line 2: class id 0 appears twice"),
-    ("0 zero\nfoo bar\n", "line 2: expected `id name`"),
+    ("0 zero\n0 nil\n", "labels.txt:2: class id 0 appears twice"),
+    ("0 zero\nfoo bar\n", "labels.txt:2: expected 'id name', got 'foo bar'"),
     ("0 zero\n2 two\n", "ids must run 0..1"),
     ("", "no labels"),
 ])

@@ -23,8 +23,8 @@ from ppmobilenet.kernels import build, enable_for_training, ops
 from ppmobilenet.kernels.layers import (FUSED_ACTIVATIONS, CompiledDepthwiseConv2D,
                                         FusedConvBNLayer, is_depthwise3x3, is_fusable_conv_bn)
 from ppmobilenet.kernels.packed import PackedDepthwiseConv2D
-from ppmobilenet.models.blocks import ConvBNLayer, ReLU6
 from ppmobilenet.models import MODELS, build_model, build_model_from_arch
+from ppmobilenet.models.blocks import ConvBNLayer, ReLU6
 
 # Paddle's BatchNorm2D says this on every training call
 pytestmark = pytest.mark.filterwarnings("ignore:When training, we now always track")

@@ -62,20 +62,21 @@ DEFAULT_INFERENCE = ("dygraph", "paddle-onednn", "paddle-onednn-untuned", "paddl
 # one process per core, the compiled kernels (ppmobilenet.kernels), and the PyTorch peer as
 # installed and with the same malloc setting (the fair peer)
 PACKED = {"packed": True}
+TRAIN_PATH = {"packed": True, "compiled": True}   # what tools/train.py runs on CPU
 TRAIN_VARIANTS = {
     "paddle-untuned": {"kind": "train", "cpu": ()},
     "paddle-untuned+mkl-avx2": {"kind": "train", "cpu": ("env",)},
     "paddle-untuned+keep-mem": {"kind": "train", "cpu": ("malloc",)},
     "paddle-unpacked": {"kind": "train"},
-    "paddle": {"kind": "train", "options": PACKED},
-    "paddle+dp": {"kind": "train", "options": PACKED, "launch": True},  # one process per core
+    "paddle-packed": {"kind": "train", "options": PACKED},
+    "paddle": {"kind": "train", "options": TRAIN_PATH},
+    "paddle+dp": {"kind": "train", "options": TRAIN_PATH, "launch": True},  # one process per core
     # FLAGS_use_mkldnn in dygraph: no oneDNN kernel runs (ONEDNN_VERBOSE prints none in 3.3.1)
     "paddle+onednn-flag": {"kind": "train", "options": dict(PACKED, onednn=True)},
-    "paddle+kernels": {"kind": "train", "options": dict(PACKED, compiled=True)},
     "torch": {"kind": "torch_train", "cpu": ()},
     "torch+keep-mem": {"kind": "torch_train", "cpu": ("malloc",)},
 }
-DEFAULT_TRAIN = ("paddle-untuned", "paddle-untuned+mkl-avx2", "paddle-unpacked", "paddle",
+DEFAULT_TRAIN = ("paddle-untuned", "paddle-untuned+mkl-avx2", "paddle-unpacked", "paddle-packed", "paddle",
                  "paddle+dp", "torch", "torch+keep-mem")
 
 # The goals (issues 4, 11, 13): the report gives subject / best peer per model, batch and thread

@@ -27,7 +27,7 @@ from .errors import DeployError
 from .lite import run_lite
 from .lite_env import find_lite_python
 from .meta import LEGACY_FILES, PIR_FILES, read_meta, require_files
-from .nbfile import inspect_nb
+from .lite import inspect_nb
 
 BACKENDS = ("auto", "dygraph", "paddle", "lite", "onnx")
 # Below this many multiply-adds per call one thread beats all cores: starting and joining the

@@ -35,3 +35,23 @@ def build_optimizer(opt_cfg, parameters, scheduler, multi_precision=False):
                                      parameters=parameters,
                                      weight_decay=paddle.regularizer.L2Decay(coeff) if coeff > 0 else None,
                                      multi_precision=multi_precision)
+
+
+class GradScaler(paddle.amp.GradScaler):
+    """paddle.amp.GradScaler whose dynamic scale can go down under numpy >= 2.4: Paddle 3.3.1
+    prints float() of its one-item scale tensor when it halves the scale, which numpy 2.4
+    refuses ("only 0-dimensional arrays can be converted"). The update runs on a 0-d view."""
+
+    def _update(self):
+        shape = self._scale.shape
+        self._scale = self._scale.reshape([])
+        try:
+            super()._update()
+        finally:
+            self._scale = self._scale.reshape(shape)
+
+
+def build_grad_scaler(amp_cfg):
+    """AMP -> the loss scaler (GPU runs only)."""
+    return GradScaler(init_loss_scaling=amp_cfg["scale_loss"],
+                      use_dynamic_loss_scaling=amp_cfg["use_dynamic_loss_scaling"])

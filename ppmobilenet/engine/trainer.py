@@ -24,15 +24,15 @@ import paddle
 from ..config import ConfigError
 from ..errors import PPMobileNetError
 from ..data import build_dataloader, build_dataset, pop_bad_samples
+from ..kernels import enable_for_training
 from ..models import build_model_from_arch
-from ..models.packed_depthwise import MAX_PLANE as PACKED_MAX_PLANE, use_packed_depthwise
 from ..weights import load_pretrained, strip_suffix, untrusted_pickle_note
 from . import checkpoint as ckpt
 from . import dist
 from .ema import ModelEMA
 from .evaluation import effective_topk, evaluate_model, topk_correct
 from .logger import VisualDLWriter, denormalize, flush_logger, get_logger, resume_problem, visualdl_command
-from .optim import build_lr_scheduler, build_optimizer
+from .optim import build_grad_scaler, build_lr_scheduler, build_optimizer
 from .outputs import write_labels, write_resolved_config
 from .run_folder import FolderInUse, claim_output_dir
 from .runtime import fresh_seed, resolve_device, rng_state, seed_everything, set_rng_state
@@ -226,22 +226,17 @@ class Trainer:
         seed_everything(self.seed)
 
     def _build_model(self):
-        """The network of Arch, the packed CPU depthwise path, Global.pretrained_model."""
+        """The network of Arch, the fast CPU paths, Global.pretrained_model."""
         g = self.cfg["Global"]
         self.model = build_model_from_arch(self.cfg["Arch"])
         self.class_num = self.cfg["Arch"]["class_num"]
-        if self.device == "cpu" and g["cpu_packed_depthwise"]:
-            self._use_packed_depthwise()
+        # the compiled CPU kernels, else the packed pure-Paddle path: same numbers, faster
+        enable_for_training(self.model, self.device, compiled=g["cpu_kernels"],
+                            packed=g["cpu_packed_depthwise"], log=self.log)
         if g["pretrained_model"]:
             self._warn_untrusted(g["pretrained_model"], "Global.pretrained_model")
             rep = load_pretrained(self.model, g["pretrained_model"])
             self.log.info(f"pretrained: {rep['message']}")
-
-    def _use_packed_depthwise(self):
-        """Same numbers, faster small planes on CPU (models/packed_depthwise.py)."""
-        n = use_packed_depthwise(self.model)
-        self.log.info(f"{n} depthwise convs take the packed CPU path on planes <= "
-                      f"{PACKED_MAX_PLANE} pixels (Global.cpu_packed_depthwise)")
 
     def _build_data(self):
         """The training set (built once, re-used by every epoch's loader) and the eval loader."""
@@ -273,8 +268,7 @@ class Trainer:
                                          multi_precision=self.use_amp and self.amp_level == "O2")
         self.scaler = None
         if self.use_amp:
-            self.scaler = paddle.amp.GradScaler(init_loss_scaling=amp["scale_loss"],
-                                                use_dynamic_loss_scaling=amp["use_dynamic_loss_scaling"])
+            self.scaler = build_grad_scaler(amp)
             if self.amp_level == "O2":
                 self.model, self.optimizer = paddle.amp.decorate(
                     models=self.model, optimizers=self.optimizer, level="O2", save_dtype="float32")

@@ -37,7 +37,8 @@ class FusedConvBNLayer(ConvBNLayer):
     def forward(self, x):
         x = self.conv(x)
         bn = self.bn
-        if bn.training and type(bn) is nn.BatchNorm2D and not bn._use_global_stats and _compiled_path(x):
+        if (bn.training and type(bn) is nn.BatchNorm2D and not bn._use_global_stats
+                and _compiled_path(x)):
             return ops.bn_act(x, bn, FUSED_ACTIVATIONS[type(self.act)])
         return self.act(bn(x))
 
