@@ -36,7 +36,7 @@ def data(tmp_path_factory):
 def config(tmp_path, name, data, amp=None, **glob):
     # the packed depthwise path is CPU-only: off, so the CPU reference runs the very kernels
     # the "GPU" run does
-    g = {"cpu_packed_depthwise": False, "use_visualdl": False, **glob}
+    g = {"cpu_kernels": False, "cpu_packed_depthwise": False, "use_visualdl": False, **glob}
     return tiny_config(tmp_path / f"{name}.yaml", tmp_path / name, data, epochs=2, batch=16,
                        workers=0, AMP=amp or {"use_amp": False}, Global=g)
 

@@ -97,7 +97,7 @@ def test_two_process_resume_with_a_null_seed_and_uneven_eval_shards(tmp_path, da
     with open(data["val"]) as f:
         val.write_text("".join([ln for ln in f if ln.strip()][:33]))
     shards = dict(data, val=str(val))
-    glob_ = {"seed": None, "cpu_packed_depthwise": False}      # one-process eval has no packing
+    glob_ = {"seed": None, "cpu_kernels": False, "cpu_packed_depthwise": False}  # one-process eval: Paddle's ops
     cut = tmp_path / "cut"
     cfg = tiny_config(tmp_path / "cut.yaml", cut, shards, epochs=2, batch=16, workers=1, Global=glob_)
     _, worker = _launch(cfg, tmp_path / "logs-cut", kill_at=r"saved .*latest \(epoch 1")
