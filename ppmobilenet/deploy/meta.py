@@ -27,6 +27,7 @@ def make_meta(arch, image_shape, softmax, ops, labels, paddle_version, macs=None
         "softmax": bool(softmax),
         "preprocess": ops,
         "labels": LABEL_FILE if labels else None,
+        "class_names": list(labels) if labels else None,
         "paddle_version": paddle_version,
         "lite": {},
         "onnx": None,
