@@ -44,62 +44,65 @@ def documented_rows():
 ROWS = documented_rows()
 
 
+NUM = r"-?\d+(?:\.\d+)?(?:e[+-]?\d+)?"
+SHAPE = re.compile(rf"list of 3 ints: `?(\d+)`?, then (?:H and W )?in \[({NUM}), ({NUM})\]")
+
+
 def parse_type(cell):
-    """'int >= 1' | 'str, null' | '`a`, `b`' | 'list of 3 ints > 0' | 'float in [0, 1)' ... ->
-    (types, allowed, bound, length). bound: (op, number) or ('in', lo, hi, lo_closed, hi_closed)."""
+    """'int in [1, 100]' | 'str, null' | '`a`, `b`' | 'list of int >= 1' | 'float > 0' ... ->
+    (types, allowed, bound, shape). bound: (">=" | ">", number) or ("in", lo, hi, lo_closed,
+    hi_closed); shape: (channels, lo, hi) for Global.image_shape's rule."""
+    shape = SHAPE.fullmatch(cell)
+    if shape:
+        return {"list[int]"}, (), None, tuple(float(g) for g in shape.groups())
     allowed = tuple(re.findall(r"`([^`]+)`", cell))
     rest = re.sub(r"`[^`]+`(, )?", "", cell).strip(" ,")
-    types, bound, length = ({"str"} if allowed else set()), None, None
-    # 'int in [0, 10]', 'int in [0, 10], null', 'list of float in [0, 10]',
-    # 'list of 3 ints: 3, then in [16, 4096]' (Global.image_shape: C is 3, H and W bounded)
-    interval = re.fullmatch(r"(list of (?:(\d+) )?)?(int|float)s?(: 3, then)? in ([\[(])([-\d.e+]+), "
-                            r"([-\d.e+]+)([\])])(, null)?", rest)
-    parts = [rest] if interval else [p.strip() for p in rest.split(",") if p.strip()]
-    for p in parts:
-        if interval:
-            kind = interval.group(3)
-            types.add(f"list[{kind}]" if interval.group(1) else kind)
-            types |= {"null"} if interval.group(9) else set()
-            length = int(interval.group(2)) if interval.group(2) else None
-            bound = ("in", float(interval.group(6)), float(interval.group(7)),
-                     interval.group(5) == "[", interval.group(8) == "]", bool(interval.group(4)))
-            continue
-        m = re.fullmatch(r"(int|float|str|bool|null)(?: (>=|>) ([\d.]+))?", p)
-        lm = re.fullmatch(r"list of (?:(\d+) )?(int|float|str)s?(?: (>=|>) ([\d.]+))?", p)
+    types, bound = ({"str"} if allowed else set()), None
+    interval = re.search(rf"((?:list of )?(?:int|float)s?) in ([\[(])({NUM}), ({NUM})([\])])", rest)
+    if interval:
+        bound = ("in", float(interval.group(3)), float(interval.group(4)),
+                 interval.group(2) == "[", interval.group(5) == "]")
+        rest = rest.replace(interval.group(0), interval.group(1))
+    for p in [p.strip() for p in rest.split(",") if p.strip()]:
+        m = re.fullmatch(rf"(int|float|str|bool|null)(?: (>=|>) ({NUM}))?", p)
+        lm = re.fullmatch(rf"list of (int|float|str)s?(?: (>=|>) ({NUM}))?", p)
         if m:
             types.add(m.group(1))
             bound = (m.group(2), float(m.group(3))) if m.group(2) else bound
         elif lm:
-            types.add(f"list[{lm.group(2)}]")
-            length = int(lm.group(1)) if lm.group(1) else None
-            bound = (lm.group(3), float(lm.group(4))) if lm.group(3) else bound
+            types.add(f"list[{lm.group(1)}]")
+            bound = (lm.group(2), float(lm.group(3))) if lm.group(2) else bound
         elif p == "transform list":
             types.add("transforms")
         else:
             raise AssertionError(f"docs/configs.md: cannot read the type {cell!r}")
-    return types, allowed, bound, length
+    return types, allowed, bound, None
 
 
-def probes(types, bound, length):
-    """(value, should the schema's check accept it) pairs that pin the documented range down."""
+def probes(types, bound, shape, default):
+    """(value, should the schema's check accept it) pairs that pin the documented range down:
+    both ends and just outside them, and a huge value where only a lower end is documented
+    (an undocumented upper end fails). A list varies its default's last item."""
     integer = bool({"int", "list[int]"} & types)
-    step, num = (1, int) if integer else (1e-6, float)
+    step, num, huge = (1, int, 10 ** 9) if integer else (1e-6, float, 1e30)
+    if shape:
+        c, lo, hi = (int(x) for x in shape)
+        return [([c, lo, lo], True), ([c, hi, hi], True), ([c, lo - 1, lo], False),
+                ([c, lo, hi + 1], False), ([c + 1, lo, lo], False), ([c, lo], False), ([c, lo, lo, lo], False)]
     cases = []
     if bound and bound[0] in (">=", ">"):
         edge = num(bound[1])
         inside, outside = (edge, edge - step) if bound[0] == ">=" else (edge + step, edge)
-        cases += [(inside, True), (outside, False)]
+        cases += [(inside, True), (outside, False), (huge, True)]
     elif bound:
-        _, lo, hi, lo_in, hi_in, _rgb = bound
+        _, lo, hi, lo_in, hi_in = bound
         lo, hi = num(lo), num(hi)
-        cases += [(lo, lo_in), (hi, hi_in), (num((lo + hi) / 2), True), (lo - step, False), (hi + step, False)]
-    if bound and bound[0] == "in" and bound[5]:   # C, H, W: C is 3, the range bounds H and W
-        return [([3, v, v], ok) for v, ok in cases] + [([1, lo, lo], False), ([3, lo], False)]
+        cases += [(lo, lo_in), (hi, hi_in), (lo - step, False), (hi + step, False)]
+        if integer and hi - lo >= 2 or not integer:
+            cases.append((num((lo + hi) / 2), True))
     if any(t.startswith("list[") for t in types):
-        cases = [([v] * (length or 1), ok) for v, ok in cases]
-        if length:
-            fine = cases[0][0][0] if cases else num(1)
-            cases += [([fine] * length, True), ([fine] * (length - 1), False), ([fine] * (length + 1), False)]
+        base = list(default[:-1]) if isinstance(default, list) and default else []
+        cases = [(base + [v], ok) for v, ok in cases]
     return cases
 
 
@@ -136,7 +139,7 @@ def test_every_schema_key_has_one_row_and_every_row_a_key():
 def test_row_matches_the_schema(key, type_cell, default_cell, line):
     spec = spec_of(key)
     where = f"docs/configs.md:{line} ({key})"
-    types, allowed, bound, length = parse_type(type_cell)
+    types, allowed, bound, shape = parse_type(type_cell)
     assert types == set(spec.types), f"{where}: types {sorted(types)}, the schema says {spec.types}"
     assert allowed == (spec.allowed or ()), f"{where}: values {allowed}, the schema allows {spec.allowed}"
     kind = parse_default(default_cell)
@@ -148,7 +151,7 @@ def test_row_matches_the_schema(key, type_cell, default_cell, line):
             assert same(kind[1], spec.default), f"{where}: default {kind[1]!r}, the schema's {spec.default!r}"
         else:
             assert "transforms" in spec.types, f"{where}: 'see below' for a key without a list below"
-    checks = probes(types, bound, length)
+    checks = probes(types, bound, shape, spec.default)
     assert bool(checks) == (spec.check is not None), \
         f"{where}: the page gives {'a' if checks else 'no'} range, the schema {'has' if spec.check else 'has no'} check"
     for value, accepted in checks:

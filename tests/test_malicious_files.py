@@ -276,3 +276,27 @@ def test_nothing_lost_the_readers_give_back_what_was_saved(tmp_path):
     a = paddle.rand([4]).numpy()
     paddle.set_rng_state(states["rng"]["paddle"])
     assert np.array_equal(a, paddle.rand([4]).numpy())
+
+
+
+def test_pdstates_listing_a_file_outside_the_set_is_refused(tmp_path):
+    """A crafted .pdstates (CRC trailer recomputed) whose "files" names a path outside the set,
+    which the load would read for its CRC and a roll-forward would rename, is refused."""
+    import json
+    import re
+
+    from ppmobilenet.engine.checkpoint import read_states, save_checkpoint
+    from ppmobilenet.models import MobileNetV1
+    from ppmobilenet.engine.checkpoint import CheckpointError
+
+    prefix = str(tmp_path / "latest")
+    save_checkpoint(prefix, MobileNetV1(class_dim=3, scale=0.25, head="classic"), states={"epoch": 1})
+    raw = open(prefix + ".pdstates", "rb").read()
+    body = re.sub(rb"\nPPMOBILENET-CRC32 [0-9a-f]{8}\n$", b"", raw)
+    state = json.loads(body)
+    state["files"]["/../../victim.txt"] = 0
+    data = json.dumps(state).encode("utf-8")
+    open(prefix + ".pdstates", "wb").write(data + b"\nPPMOBILENET-CRC32 %08x\n" % (zlib.crc32(data) & 0xFFFFFFFF))
+    with pytest.raises(CheckpointError) as e:
+        read_states(prefix)
+    assert "latest.pdstates" in str(e.value) and "not part of a checkpoint set" in str(e.value)

@@ -281,13 +281,24 @@ def _rebuild_rng(obj):
     return obj
 
 
+def _listed_files(states, path, where):
+    """The set's files a .pdstates lists, {suffix: crc}; only the set's own suffixes, so a
+    crafted entry cannot name (and have us read or rename) a file outside the set."""
+    files = states.get("files", {})
+    bad = sorted(str(k) for k in files if k not in SUFFIXES)
+    if not isinstance(files, dict) or bad:
+        raise CheckpointError(f"{where}: {path} lists files that are not part of a checkpoint set: "
+                              f"{bad[:3]} (expected some of {list(SUFFIXES)})")
+    return files
+
+
 def _load_set(prefix, where):
     path = prefix + ".pdstates"
     for need in (prefix + ".pdparams", path):
         if not os.path.exists(need):
             raise CheckpointError(f"{where}: {need} does not exist")
     states = _read_states_file(path, where)
-    for suffix, crc in states.get("files", {}).items():
+    for suffix, crc in _listed_files(states, path, where).items():
         part = prefix + suffix
         if not os.path.exists(part):
             raise CheckpointError(f"{where}: {part} is missing but {path} lists it")
@@ -307,10 +318,10 @@ def _roll_forward(prefix, refused):
             continue
         try:
             states = _read_states_file(temps[".pdstates"], "roll forward")
+            files = _listed_files(states, temps[".pdstates"], "roll forward")
         except CheckpointError as e:
             refused.append(str(e))
             continue
-        files = states.get("files", {})
         if all(_crc(temps.get(suffix, prefix + suffix)) == crc
                if os.path.exists(temps.get(suffix, prefix + suffix)) else False
                for suffix, crc in files.items()):
