@@ -133,6 +133,9 @@ def _loader_schema(train):
             "cls_label_path": Key(("str", "null"), None,
                                   doc="ImageNetDataset list file: `relative/path label` per line"),
             "label_file": Key(("str", "null"), None, doc="optional `id name` file with class names"),
+            "allow_absolute_paths": Key("bool", False,
+                                        doc="ImageNetDataset: list-file lines may give absolute image "
+                                            "paths (else every path must stay inside image_root)"),
             "skip_bad_samples": Key("bool", False,
                                     doc="drop unreadable images and report them at epoch end"),
             "cache_dir": Key(("str", "null"), None,

@@ -192,7 +192,7 @@ def build_dataset(cfg, mode):
     if name == "ImageNetDataset":
         return ImageNetDataset(ds["image_root"], ds["cls_label_path"], class_num=class_num,
                                label_file=ds["label_file"],
-                               allow_absolute_paths=ds.get("allow_absolute_paths", False),
+                               allow_absolute_paths=ds["allow_absolute_paths"],
                                config_section=f"DataLoader.{mode}.dataset", **common)
     if name == "ImageFolder":
         return ImageFolder(ds["image_root"], class_num=class_num, label_file=ds["label_file"], **common)
