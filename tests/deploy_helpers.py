@@ -15,12 +15,15 @@ DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "e
 
 
 def lite_or_skip():
-    """The Lite runtime, or skip with the reason - but FAIL when PPMOBILENET_REQUIRE_LITE=1
-    (CI sets it, so a broken Lite set-up can never pass as a skip)."""
+    """The Lite runtime (from PPMOBILENET_LITE_PYTHON), or skip with the reason - but FAIL when
+    PPMOBILENET_REQUIRE_LITE=1 (CI sets it, so a broken Lite set-up can never pass as a skip)."""
     from ppmobilenet.deploy import LiteUnavailable, find_lite_python
     try:
         return find_lite_python()
     except LiteUnavailable as e:
+        # the tests never look into ~/.cache (conftest.py): the interpreter comes from the variable
+        e = f"{e}\n(tests find Lite only through PPMOBILENET_LITE_PYTHON; tools/test.sh sets it to " \
+            f"the interpreter `python tools/provision_lite.py` prints)"
         if os.environ.get("PPMOBILENET_REQUIRE_LITE") == "1":
             pytest.fail(f"PPMOBILENET_REQUIRE_LITE=1 but Paddle Lite is unavailable: {e}")
         pytest.skip(f"Paddle Lite unavailable: {e}")
