@@ -50,6 +50,11 @@ def weights_of(prefix):
     return {k: v.numpy() for k, v in paddle.load(str(prefix) + ".pdparams").items()}
 
 
+def _same_weights(a, b):
+    pa, pb = weights_of(a), weights_of(b)
+    return sorted(pa) == sorted(pb) and all(np.array_equal(pa[k], pb[k]) for k in pa)
+
+
 def assert_same_weights(a, b):
     """Bit for bit (docs/reliability.md promises bit-identical weights after a resume)."""
     pa, pb = weights_of(a), weights_of(b)
@@ -442,6 +447,20 @@ def test_training_stops_cleanly_when_a_worker_is_killed(tmp_path, data):
     assert "Traceback" not in out
 
 
+def test_resume_from_a_set_at_the_last_step_brings_latest_up_to_it(tmp_path, data):
+    """A kill between an epoch's epoch_N save and its latest save leaves `latest` one epoch behind;
+    resuming from epoch_N (the newest set) trains nothing, but `latest` must end up equal to it."""
+    cfg = tiny_config(tmp_path / "c.yaml", tmp_path / "run", data, epochs=2, workers=0)
+    ok(run_tool(TRAIN, cfg))
+    run = tmp_path / "run"
+    for suffix in (".pdparams", ".pdopt", ".pdstates"):     # latest as the kill left it: epoch 1's
+        shutil.copy(run / f"epoch_1{suffix}", run / f"latest{suffix}")
+    r = ok(run_tool(TRAIN, cfg, f"Global.checkpoints={run / 'epoch_2'}"))
+    assert f"{run / 'epoch_2'} is already at the last step: saved it as {run / 'latest'}" in r.stdout
+    assert_same_weights(run / "epoch_2", run / "latest")
+    assert read_states(run / "latest")["global_step"] == read_states(run / "epoch_2")["global_step"]
+
+
 # ------------------------------------------------------------------ SIGKILL at random points
 
 def _run_and_kill(cfg, overrides, rng, done, steps_per_epoch, epochs):
@@ -455,7 +474,7 @@ def _run_and_kill(cfg, overrides, rng, done, steps_per_epoch, epochs):
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=ROOT, env=env(**{PAUSE_ENV: 0.2}), start_new_session=True)
     start, kind = time.time(), rng.random()
-    if kind < 0.2:
+    if kind < 0.2 or done >= epochs * steps_per_epoch:   # a set of the last step: no step to wait for
         when, pattern, count, what = rng.uniform(0.2, 3.0), None, 0, "after start"
     elif kind < 0.45:
         count = rng.randint(1, 3)
@@ -534,7 +553,12 @@ def test_ten_sigkills_at_random_points_then_resume_equal_the_uninterrupted_run(t
 
     def finish_chain(text):
         assert chain["resumes"] >= 1, f"a chain finished without resuming from a checkpoint: {log}"
-        assert_same_weights(tmp_path / "ref" / "latest", out / "latest")
+        try:
+            assert_same_weights(tmp_path / "ref" / "latest", out / "latest")
+        except AssertionError as e:        # name the first epoch the chain left the reference at
+            first = next((n for n in range(1, epochs + 1) if os.path.exists(out / f"epoch_{n}.pdparams")
+                          and not _same_weights(tmp_path / "ref" / f"epoch_{n}", out / f"epoch_{n}")), None)
+            raise AssertionError(f"{e}\nfirst epoch set that differs: {first}\n" + "\n".join(log)) from None
         got = read_states(out / "latest")
         for key in ("epoch", "global_step", "best_metric", "best_epoch", "last_eval"):
             assert got[key] == want[key], (key, got[key], want[key])

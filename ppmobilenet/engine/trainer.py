@@ -469,6 +469,7 @@ class Trainer:
                 raise RuntimeError(f"epoch {epoch + 1}: the data loader gave "
                                    f"{self.batch_in_epoch} of {self.train_batches} batches")
             self._end_of_epoch(loader, epoch)
+        self._latest_of_a_finished_resume()
         if self.world > 1:  # same digest on every rank = the ranks hold the same weights
             log.info(f"weights digest (rank {self.rank}): {dist.weights_digest(self.model)}")
         dist.barrier()
@@ -492,6 +493,18 @@ class Trainer:
         flush_logger(log)
         return {"best_metric": self.best_metric, "best_epoch": self.best_epoch,
                 "last_eval": self.last_eval, "global_step": self.global_step}
+
+    def _latest_of_a_finished_resume(self):
+        """A run resumed from a set already at the last step trains nothing; `latest` must still
+        be the newest state (a kill between an epoch's epoch_N and latest saves leaves it behind)."""
+        resumed = self.cfg["Global"]["checkpoints"]
+        latest = os.path.join(self.out, "latest")
+        if self._steps_this_run or not resumed or \
+                os.path.abspath(strip_suffix(resumed)) == os.path.abspath(latest):
+            return
+        if self._save("latest"):
+            self.log.info(f"{strip_suffix(resumed)} is already at the last step: saved it as "
+                          f"{latest} (epoch {self.epoch}, step {self.global_step})")
 
     def _non_finite(self, e, epoch):
         step = self.global_step + 1      # _after_batch never ran for the bad step
