@@ -1,11 +1,13 @@
 """What the board script tools/lite_predict.py and the package share: reading an image into RGB,
 checking a Paddle Lite .nb before Lite sees it (its layout, and its sha256 against the one
-export_meta.json records), the Lite predictor itself, and top-k rows.
+export_meta.json records), the Lite predictor itself, top-k rows, and the command-line type of
+their counts (threads, batch size, top-k).
 
 Standard library, numpy and Pillow only (plus paddlelite where a predictor is made): the board
 has no paddle, and Lite's interpreter (Python <= 3.10, numpy < 2) imports this module too
 (deploy/lite_worker.py). Like ppmobilenet.io, errors are raised as `error`, the caller's class.
 """
+import argparse
 import os
 import struct
 
@@ -172,12 +174,20 @@ def lite_version():
     return Opt().version() if hasattr(Opt, "version") else None
 
 
+def lite_sets_threads():
+    """Whether this Paddle Lite's MobileConfig can set its thread count: ARM builds can; PyPI's
+    x86 wheel (2.13rc0) has no MobileConfig.set_threads, so a thread count changes nothing there."""
+    from paddlelite.lite import MobileConfig  # optional: only Lite's own interpreter has it
+    return hasattr(MobileConfig, "set_threads")
+
+
 def lite_predictor(nb, threads=None):
-    """A Paddle Lite predictor of an .nb (check it with inspect_nb first)."""
+    """A Paddle Lite predictor of an .nb (check it with inspect_nb first), on `threads` threads
+    where the build can set them (lite_sets_threads)."""
     from paddlelite.lite import MobileConfig, create_paddle_predictor
     config = MobileConfig()
     config.set_model_from_file(nb)
-    if threads and hasattr(config, "set_threads"):  # ARM builds have it; the x86 wheel does not
+    if threads and lite_sets_threads():
         config.set_threads(int(threads))
     return create_paddle_predictor(config)
 
@@ -197,3 +207,14 @@ def topk_rows(outputs, k, labels=None):
         rows.append([{"class_id": int(c), "label": labels[c] if labels else None,
                       "score": float(row[c])} for c in top])
     return rows
+
+
+def positive_int(text):
+    """argparse type of a count (threads, batch size, top-k): a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value

@@ -9,6 +9,7 @@ state goes through the trainer's checkpoints; O2's `decorate` casts the weights 
 float32 master weights and a float32 save hook. What cannot run on a CPU at all (float16 kernels)
 is stated in docs/training.md and pinned down by test_o2_... below.
 """
+import glob
 import json
 import os
 import subprocess
@@ -19,8 +20,11 @@ import numpy as np
 import paddle
 import pytest
 
-from engine_helpers import EVAL, ROOT, TRAIN, demo_subset, env, run_tool, run_until, tiny_config
+from engine_helpers import EVAL, ROOT, TRAIN, demo_subset, env, error_line, run_tool, run_until, tiny_config
 from ppmobilenet.engine.checkpoint import read_states
+from ppmobilenet.engine.optim import build_grad_scaler, build_lr_scheduler, build_optimizer
+from ppmobilenet.engine.trainer import NonFiniteLoss, build_loss, train_one_epoch
+from ppmobilenet.models import build_model
 
 GPU_ON_CPU = os.path.join(ROOT, "tests", "gpu_on_cpu.py")
 INF_LOSS_AT, STEP_OFFSET = "PPMOBILENET_TEST_INF_LOSS_AT", "PPMOBILENET_TEST_STEP_OFFSET"  # gpu_on_cpu.py
@@ -103,7 +107,6 @@ def test_steps_with_overflowing_gradients_are_skipped(tmp_path, data):
     step must be skipped, so the trainable weights stay those of Global.pretrained_model bit for bit
     and the momentum buffers stay zero, while the forward passes still move the BatchNorm
     statistics. A fixed scale stays what it was."""
-    from ppmobilenet.models import build_model
     paddle.seed(5)
     start = build_model("mobilenet_v1", class_dim=10, scale=0.25, head="classic")
     paddle.save(start.state_dict(), str(tmp_path / "start.pdparams"))
@@ -148,6 +151,67 @@ def test_dynamic_scale_halves_on_overflow_and_its_state_survives_an_exact_resume
     assert "resumed from" in r.stdout and "global step 4" in r.stdout, r.stdout[-2000:]
     assert_bit_identical(tmp_path / "ref" / "latest", tmp_path / "cut" / "latest")
     assert scaler_state(tmp_path / "cut" / "latest") == end
+
+
+def test_a_real_scaler_overflow_goes_on_and_a_real_nan_stops_the_run(tmp_path, data):
+    """Nothing made infinite by the test: AMP.scale_loss=2**127 overflows float32 for real (the
+    scaled loss and its gradients), as float16 overflows on a GPU, while the loss itself stays
+    finite. Those steps are skipped and halve the dynamic scale until the steps go through: the
+    run finishes and its weights moved. A NaN in the weights is a real NaN: the same AMP run
+    stops at step 1 with the loss named (exit code 1) and saves nothing."""
+    paddle.seed(5)
+    start = build_model("mobilenet_v1", class_dim=10, scale=0.25, head="classic")
+    paddle.save(start.state_dict(), str(tmp_path / "start.pdparams"))
+    amp = {"use_amp": True, "level": "O1", "scale_loss": 2.0 ** 116}
+    r = on_gpu(config(tmp_path, "huge", data, amp, pretrained_model=str(tmp_path / "start.pdparams")))
+    assert "training loss is" not in r.stdout + r.stderr and " loss nan" not in r.stdout, r.stdout[-2000:]
+    s = scaler_state(tmp_path / "huge" / "latest")
+    assert 1.0 < s["scale"] <= 2.0 ** 115, s                     # halved by the skipped steps
+    skipped = 116 - int(np.log2(s["scale"]))
+    assert 1 <= skipped < STEPS, s
+    got = weights(tmp_path / "huge" / "latest")
+    assert not np.array_equal(got["fc.weight"], start.state_dict()["fc.weight"].numpy())
+
+    broken = dict(start.state_dict())
+    broken["fc.bias"] = paddle.full_like(broken["fc.bias"], float("nan"))
+    paddle.save(broken, str(tmp_path / "nan.pdparams"))
+    r = run_tool(GPU_ON_CPU, config(tmp_path, "nan", data, amp, pretrained_model=str(tmp_path / "nan.pdparams")),
+                 "Global.device=gpu")
+    assert r.returncode == 1 and "device gpu" in r.stdout, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    line = error_line(r)
+    assert "epoch 1, step 1 (batch 1 of 4): the training loss is nan" in line, line
+    assert "no checkpoint was saved before it" in line, line
+    assert "not a loss-scaler overflow" in line, line      # the AMP note reaches the user
+    assert not glob.glob(str(tmp_path / "nan" / "*.pdparams"))
+
+
+def test_non_finite_loss_stops_the_pass_under_amp_too_and_says_why():
+    """In this process (the CPU's own scaler, which passes the loss through): a NaN classifier
+    bias gives a NaN loss at the first batch; train_one_epoch stops there with a loss scaler as
+    without one, on_batch never runs, and under AMP the error says that this is no scaler
+    overflow and how to tell a float16 overflow from a real NaN."""
+    rng = np.random.default_rng(0)
+    batches = [(paddle.to_tensor(rng.normal(size=(4, 3, 32, 32)).astype("float32")),
+                paddle.to_tensor(rng.integers(0, 10, size=(4, 1)).astype("int64"))) for _ in range(2)]
+    opt_cfg = {"momentum": 0.9, "regularizer": {"coeff": 0.0}}
+    lr_cfg = {"name": "Cosine", "learning_rate": 0.1, "warmup_epoch": 0}
+    for scaler in (None, build_grad_scaler({"scale_loss": 1024.0, "use_dynamic_loss_scaling": True})):
+        paddle.seed(1)
+        model = build_model("mobilenet_v1", class_dim=10, scale=0.25, head="classic")
+        model.fc.bias.set_value(paddle.full_like(model.fc.bias, float("nan")))
+        sched = build_lr_scheduler(lr_cfg, 1, len(batches))
+        opt = build_optimizer(opt_cfg, model.parameters(), sched)
+        seen = []
+        with pytest.raises(NonFiniteLoss) as e:
+            train_one_epoch(model, batches, build_loss({"epsilon": 0.0}), opt, sched, scaler=scaler,
+                            on_batch=lambda images, stats: seen.append(stats))
+        assert (e.value.batch, e.value.amp, seen) == (1, scaler is not None, [])
+        assert np.isnan(e.value.loss)
+        if scaler is None:
+            assert e.value.amp_note == "" and str(e.value) == "the training loss is nan at batch 1 of this pass"
+        else:
+            assert str(e.value).startswith("the training loss is nan at batch 1 of this pass; under AMP")
+            assert "not a loss-scaler overflow" in e.value.amp_note and "AMP.use_amp=false" in e.value.amp_note
 
 
 O2_SCRIPT = """

@@ -78,10 +78,12 @@ def test_lite_predict_predicts_without_paddle_or_the_package(lite_export):
     assert [x["image"] for x in results] == images
     pre = build_preprocess(transform_ops(exported["cfg"]))
     ref = PaddlePredictor(exported["dir"]).predict(np.stack([pre(load_image(p)) for p in images]))
+    names = [ln.split(" ", 1)[1] for ln in open(os.path.join(exported["dir"], "labels.txt")).read().splitlines()]
+    assert len(names) == ref.shape[1]
     for row, want in zip(results, ref):
         top = row["topk"][0]
         assert top["class_id"] == int(want.argmax()) and abs(top["score"] - float(want.max())) <= 1e-4
-        assert top["label"] is not None and len(row["topk"]) == 3
+        assert top["label"] == names[top["class_id"]] and len(row["topk"]) == 3
 
 
 def test_board_modules_import_without_paddle_where_paddle_is_installed():

@@ -292,11 +292,16 @@ def test_lite_predict_script_agrees_with_paddle_inference(exported, lite):
     for a, b in zip(results, ref):
         assert a["topk"][0]["class_id"] == b["topk"][0]["class_id"]
         assert abs(a["topk"][0]["score"] - b["topk"][0]["score"]) <= 1e-4
-        assert a["topk"][0]["label"] is not None and len(a["topk"]) == 3
-    # readable table too
+        assert a["topk"][0]["label"] == b["topk"][0]["label"] is not None and len(a["topk"]) == 3
+    # the readable table: one line per image, its top-1 as the JSON gave it
+    first = exported["images"][0]
     r = subprocess.run([lite.python, os.path.join(ROOT, "tools", "lite_predict.py"), "--model", nb,
-                        exported["images"][0]], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "->" in r.stdout
+                        first], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    top = next(x for x in results if os.path.basename(x["image"]) == os.path.basename(first))["topk"][0]
+    lines = r.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"{first}  ->  {top['class_id']} {top['label']}  {top['score']:.4f}   "), (lines, top)
 
 
 def test_lite_predict_script_bad_inputs(tmp_path, exported, lite):
@@ -345,8 +350,9 @@ def test_lite_predict_refuses_an_nb_of_another_opt_version(tmp_path, exported, l
 def test_lite_predict_threads_and_list_inputs(tmp_path, exported, lite):
     """A list file (relative paths against its folder, `path label` lines, comments) and a
     folder give the images in their order; --threads only changes the speed, never the numbers.
-    The x86 wheel has no MobileConfig.set_threads, so here the option is accepted and ignored
-    (docs/deploy_lite.md); on an ARM build it sets Lite's threads."""
+    The x86 wheel has no MobileConfig.set_threads, so here --threads 2 changes nothing and the
+    script says so (docs/deploy_lite.md); on an ARM build it sets Lite's threads. A thread count,
+    batch size or top-k below 1 is refused by the option's name."""
     nb = os.path.join(exported["dir"], "lite", "mobilenet_v1_x86.nb")
     images = exported["images"]
     lst = tmp_path / "sub" / "list.txt"
@@ -355,20 +361,38 @@ def test_lite_predict_threads_and_list_inputs(tmp_path, exported, lite):
     lst.write_text("# images to check\n" + "".join(f"{p} {i}\n" for i, p in enumerate(reversed(rel))))
 
     def run(*args):
-        r = subprocess.run([lite.python, os.path.join(ROOT, "tools", "lite_predict.py"), "--model", nb,
-                            "--json", *args], capture_output=True, text=True, timeout=300)
+        return subprocess.run([lite.python, os.path.join(ROOT, "tools", "lite_predict.py"), "--model", nb,
+                               "--json", *args], capture_output=True, text=True, timeout=300)
+
+    def results(r):
         assert r.returncode == 0, r.stderr[-2000:]
         return json.loads(r.stdout)["results"]
 
-    one = run("--threads", "1", str(lst), images[4])
+    has_set_threads = subprocess.run(
+        [lite.python, "-c", "from paddlelite.lite import MobileConfig; print(hasattr(MobileConfig, 'set_threads'))"],
+        capture_output=True, text=True, timeout=120).stdout.strip()
+    assert has_set_threads == "False"           # PyPI's x86 paddlelite 2.13rc0, as documented
+    note = "--threads 2 has no effect here"
+    r1 = run("--threads", "1", str(lst), images[4])
+    one = results(r1)
+    assert "--threads" not in r1.stderr, r1.stderr[-2000:]
     assert [os.path.basename(x["image"]) for x in one] == \
         [os.path.basename(p) for p in list(reversed(images[:3])) + [images[4]]]
     assert os.path.normpath(one[0]["image"]) == images[2]     # relative to the list file's folder
-    two = run("--threads", "2", "--batch-size", "2", str(lst), images[4])
+    r2 = run("--threads", "2", "--batch-size", "2", str(lst), images[4])
+    two = results(r2)
+    assert "cannot set its thread count (no MobileConfig.set_threads" in r2.stderr and note in r2.stderr, \
+        r2.stderr[-2000:]
     assert [x["image"] for x in two] == [x["image"] for x in one]
     for a, b in zip(one, two):
         assert a["topk"][0]["class_id"] == b["topk"][0]["class_id"]
         assert abs(a["topk"][0]["score"] - b["topk"][0]["score"]) <= 1e-6
+
+    for option, value in (("--threads", "0"), ("--threads", "two"), ("--batch-size", "0"), ("--topk", "-1")):
+        r = run(option, value, images[4])
+        assert r.returncode == 2 and not r.stdout, (option, value, r.returncode, r.stdout[-500:])
+        assert f"argument {option}: expected an integer >= 1, got '{value}'" in r.stderr, r.stderr[-2000:]
+        assert "Traceback" not in r.stderr
 
 
 # ---------- provisioning ----------

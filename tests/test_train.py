@@ -155,6 +155,74 @@ def test_train_one_epoch_is_the_plain_loop():
     assert all(s.correct[0] <= s.correct[1] <= 8 for s in seen) and ema.updates == 3
 
 
+def _ema_closed_form(snapshots, decays):
+    """ema_n = (prod_t d_t) w_0 + sum_k (1 - d_k) (prod_{t>k} d_t) w_k, in float64, per tensor:
+    snapshots[k] = the model's state after step k (snapshots[0]: before the first step),
+    decays[k - 1] = the decay used by the update after step k."""
+    n = len(decays)
+    out = {}
+    for key in snapshots[0]:
+        acc = np.prod(decays) * snapshots[0][key].astype("float64")
+        for k in range(1, n + 1):
+            acc = acc + (1.0 - decays[k - 1]) * np.prod(decays[k:]) * snapshots[k][key].astype("float64")
+        out[key] = acc
+    return out
+
+
+def test_ema_equals_its_closed_form_over_real_steps():
+    """Six real Momentum steps through train_one_epoch with the engine's EMA (decay 0.3: the
+    warm-up min(decay, (1 + t) / (10 + t)) gives 2/11 and 3/12 for the first two updates, then
+    0.3), the raw state recorded after every step: every EMA tensor, weights and BatchNorm
+    running statistics alike, must equal the closed form of docs/training.md's formula.
+    Tolerance: the EMA runs in float32, each update rounds a few times (the decay to float32,
+    one multiply-add), so after n updates an element is off by at most ~4 n float32 ulps of the
+    largest magnitude it took; the closed form of a wrong formula (no warm-up, the warm-up one
+    update late, the update applied to the weights before the step, BN statistics left out)
+    must miss by far more than that, or the check could not tell them apart."""
+    rng = np.random.default_rng(3)
+    batches = [(paddle.to_tensor(rng.normal(size=(8, 3, 32, 32)).astype("float32")),
+                paddle.to_tensor(rng.integers(0, 10, size=(8, 1)).astype("int64"))) for _ in range(6)]
+    model = _tiny_model(2)
+    opt, sched = _optimization(model, len(batches))
+
+    def state():
+        return {k: v.numpy().copy() for k, v in model.state_dict().items()}
+
+    snapshots = [state()]
+    ema = ModelEMA(model, decay=0.3)
+    train_one_epoch(model, batches, build_loss({"epsilon": 0.0}), opt, sched, ema=ema,
+                    on_batch=lambda images, stats: snapshots.append(state()))
+    n = len(batches)
+    assert ema.updates == n and len(snapshots) == n + 1
+    got = {k: v.numpy() for k, v in ema.state_dict().items()}
+    stats = {k for k in got if k.endswith(("_mean", "_variance"))}
+    assert sorted(got) == sorted(snapshots[0]) and stats  # every float tensor, BN statistics too
+
+    eps = float(np.finfo(np.float32).eps)
+    bound = {k: 4 * n * eps * np.max(np.abs([s[k] for s in snapshots]), axis=0) + 1e-30 for k in got}
+
+    def worst_miss(want):  # the largest |ema - want| / bound over all elements of all tensors
+        return max(float(np.max(np.abs(got[k] - want[k]) / bound[k])) for k in got)
+
+    decays = [min(0.3, (1.0 + t) / (10.0 + t)) for t in range(1, n + 1)]
+    assert decays[:3] == [2 / 11, 3 / 12, 0.3]
+    miss = worst_miss(_ema_closed_form(snapshots, decays))
+    assert miss <= 1.0, f"the EMA is {miss:.3g} tolerances away from its closed form"
+
+    late = [min(0.3, t / (9.0 + t)) for t in range(1, n + 1)]
+    before_step = snapshots[:1] + snapshots[:-1]
+    no_stats = [{k: (s[k] if k not in stats else snapshots[0][k]) for k in s} for s in snapshots]
+    for wrong in (_ema_closed_form(snapshots, [0.3] * n), _ema_closed_form(snapshots, late),
+                  _ema_closed_form(before_step, decays), _ema_closed_form(no_stats, decays)):
+        assert worst_miss(wrong) > 100.0, "a wrong formula passes: the steps are too small to check"
+
+    # applied(): the body sees exactly the EMA weights, the raw ones come back bit for bit
+    with ema.applied(model):
+        inside = state()
+    assert all(np.array_equal(inside[k], got[k]) for k in got)
+    assert all(np.array_equal(v, snapshots[-1][k]) for k, v in state().items())
+
+
 def test_seed_gives_identical_losses(tmp_path, data):
     runs = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
@@ -213,6 +281,10 @@ def test_demo_config_learns_the_digits_and_eval_tool_agrees(tmp_path, cache):
 
 
 def test_ema_amp_on_cpu_bad_samples_and_run_outputs(tmp_path, data):
+    """A whole run with EMA, AMP requested on CPU and a missing image: what it writes and logs.
+    The numbers are checked elsewhere: the EMA against its closed form
+    (test_ema_equals_its_closed_form_over_real_steps), AMP on CPU against a float32 run bit for
+    bit (test_amp_requested_on_cpu_trains_exactly_as_float32)."""
     # a list file with one image that is not on disk, at line 3
     with open(data["train"]) as f:
         lines = f.readlines()
@@ -255,6 +327,33 @@ def test_ema_amp_on_cpu_bad_samples_and_run_outputs(tmp_path, data):
     assert summary["best_metric"] == best["best_metric"] and summary["global_step"] == 7  # 193 lines, batch 32
     m = evaluate(load_config(cfg, [f"Global.pretrained_model={out / 'best_model'}"]))
     assert m["samples"] == 96 and m["top1"] == pytest.approx(best["best_metric"], abs=1e-6)
+
+
+def test_amp_requested_on_cpu_trains_exactly_as_float32(tmp_path, data):
+    """docs/training.md: on CPU `AMP is off` and the run trains in float32. With AMP.use_amp at
+    O1 and at O2 (a loss scale that is not a power of two, so a scaler left on would round the
+    gradients), the weights, BatchNorm statistics and optimizer state must equal the plain run's
+    bit for bit, the weights stay float32 (no O2 decorate) and the checkpoint holds no scaler."""
+    runs = {"off": {"use_amp": False}, "O1": {"use_amp": True, "level": "O1", "scale_loss": 1000.0},
+            "O2": {"use_amp": True, "level": "O2", "scale_loss": 1000.0}}
+    for name, amp in runs.items():
+        cfg = tiny_config(tmp_path / f"{name}.yaml", tmp_path / name, data, epochs=1, workers=0,
+                          AMP=amp, Global={"eval_during_train": False, "use_visualdl": False})
+        assert train_in_process(cfg)["global_step"] == 6
+        log = (tmp_path / name / "train.log").read_text()
+        assert log.count("AMP is off") == (0 if name == "off" else 1), log[-2000:]
+        assert read_states(tmp_path / name / "latest")["grad_scaler"] is None
+
+    def load(name, part):
+        return paddle.load(str(tmp_path / name / f"latest.{part}"))
+    ref_w, ref_opt = load("off", "pdparams"), load("off", "pdopt")
+    for name in ("O1", "O2"):
+        w, opt = load(name, "pdparams"), load(name, "pdopt")
+        assert sorted(w) == sorted(ref_w) and {str(v.dtype) for v in w.values()} == {"paddle.float32"}
+        assert [k for k in ref_w if not np.array_equal(w[k].numpy(), ref_w[k].numpy())] == [], name
+        assert "master_weights" not in opt and sorted(opt) == sorted(ref_opt), name
+        assert [k for k in ref_opt if isinstance(ref_opt[k], paddle.Tensor)
+                and not np.array_equal(opt[k].numpy(), ref_opt[k].numpy())] == [], name
 
 
 def test_pretrained_fluid_directory_and_pdparams(tmp_path):

@@ -160,9 +160,10 @@ def main(argv=None):
     p.add_argument("--model", required=True, help="the .nb written by paddle_lite_opt")
     p.add_argument("--meta", help="export_meta.json (default: beside the model or one folder up)")
     p.add_argument("--labels", help="`id name` label file (default: the one export_meta.json names)")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--topk", type=board.positive_int, default=5)
+    p.add_argument("--batch-size", type=board.positive_int, default=1)
+    p.add_argument("--threads", type=board.positive_int, default=1,
+                   help="Lite's CPU threads (ARM builds; the x86 wheel cannot set them)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
     try:
@@ -179,6 +180,10 @@ def main(argv=None):
             raise LitePredictError(f"label file {args.labels}: not found")
         images = list_images(args.inputs, error=LitePredictError)
         predictor = create_predictor(args.model, args.threads, meta, meta_path)
+        if args.threads != 1 and not board.lite_sets_threads():
+            print(f"lite_predict: note: this Paddle Lite build cannot set its thread count (no "
+                  f"MobileConfig.set_threads, as in the x86 wheel): --threads {args.threads} has "
+                  "no effect here", file=sys.stderr)
         results = []
         for i in range(0, len(images), args.batch_size):
             chunk = images[i:i + args.batch_size]

@@ -26,7 +26,7 @@ from ..errors import PPMobileNetError
 from ..data import build_dataloader, build_dataset, pop_bad_samples
 from ..kernels import enable_for_training
 from ..models import build_model_from_arch
-from ..weights import load_pretrained, strip_suffix, untrusted_pickle_note
+from ..weights import load_pretrained, strip_suffix
 from . import checkpoint as ckpt
 from . import dist
 from .ema import ModelEMA
@@ -51,12 +51,33 @@ class TrainingError(RuntimeError, PPMobileNetError):
 
 
 class NonFiniteLoss(TrainingError):
-    """train_one_epoch's report of a loss that is nan or inf: `loss`, and `batch`, its place in
-    this pass (1 = the pass's first batch)."""
+    """train_one_epoch's report of a loss that is nan or inf: `loss`, `batch` (its place in this
+    pass, 1 = the pass's first batch), `amp` (a loss scaler was on) and `amp_note` (what that
+    means, "" without AMP).
 
-    def __init__(self, loss, batch):
-        super().__init__(f"the training loss is {loss} at batch {batch} of this pass")
-        self.loss, self.batch = loss, batch
+    AMP stops too. The loss checked is the float32 loss before scaling, so a loss-scaler overflow
+    (in the scaled gradients) never shows in it: the scaler skips that step and the run goes on.
+    A non-finite loss comes from the forward pass itself, which loss scaling cannot cure (the
+    scale multiplies only the gradients): skipping it as the scaler skips its overflows would go
+    on with the same fault, and a NaN that crossed a BatchNorm is in its running statistics."""
+
+    def __init__(self, loss, batch, amp=False):
+        self.loss, self.batch, self.amp = loss, batch, bool(amp)
+        self.amp_note = ("under AMP this is not a loss-scaler overflow (those skip their step and "
+                         "the run goes on): the forward pass gave it, which a float16 activation "
+                         "above 65504 also does; AMP.use_amp=false tells the two apart"
+                         if amp else "")
+        super().__init__(f"the training loss is {loss} at batch {batch} of this pass"
+                         + (f"; {self.amp_note}" if amp else ""))
+
+
+def first_non_finite(model):
+    """The name of the first parameter or buffer of `model` holding nan or inf, else None."""
+    for name, t in model.state_dict().items():
+        if t.dtype in (paddle.float16, paddle.bfloat16, paddle.float32, paddle.float64) and \
+                not bool(paddle.isfinite(t).all()):
+            return name
+    return None
 
 
 def build_loss(loss_cfg):
@@ -92,7 +113,8 @@ def train_one_epoch(net, loader, loss_fn, optimizer, scheduler, topk=(1, 5), sca
     """Train `net` on every batch of `loader` (train_step each). on_batch(images, BatchStats), if
     given, runs after each step (the Trainer logs and saves there; its time is not in the costs).
     A loss that is not finite stops the pass at once (NonFiniteLoss), before on_batch: nothing
-    is logged or saved after it.
+    is logged or saved after it. Under AMP too (NonFiniteLoss says why): the scaler's own
+    overflows leave the loss finite and only skip their step.
     -> this rank's means over the pass: {"loss", "top<k>" for the first two ks, "samples", "steps"}."""
     ks = list(topk)[:2]
     net.train()
@@ -103,7 +125,7 @@ def train_one_epoch(net, loader, loss_fn, optimizer, scheduler, topk=(1, 5), sca
         labels = labels.reshape([-1]).astype("int64")
         loss, logits = train_step(net, images, labels, loss_fn, optimizer, scheduler, scaler, amp_level, ema)
         if not math.isfinite(loss):
-            raise NonFiniteLoss(loss, steps + 1)
+            raise NonFiniteLoss(loss, steps + 1, amp=scaler is not None)
         correct = topk_correct(logits.astype("float32"), labels, ks)
         n = labels.shape[0]
         steps, samples, loss_sum = steps + 1, samples + n, loss_sum + loss * n
@@ -218,7 +240,6 @@ class Trainer:
         g = self.cfg["Global"]
         self.resume_states = None
         if g["checkpoints"]:
-            self._warn_untrusted(strip_suffix(g["checkpoints"]) + ".pdparams", "Global.checkpoints")
             self.resume_states = ckpt.read_states(g["checkpoints"])
         self.seed = self._pick_seed(g["seed"])
         if g["seed"] is None:
@@ -234,7 +255,6 @@ class Trainer:
         enable_for_training(self.model, self.device, compiled=g["cpu_kernels"],
                             packed=g["cpu_packed_depthwise"], log=self.log)
         if g["pretrained_model"]:
-            self._warn_untrusted(g["pretrained_model"], "Global.pretrained_model")
             rep = load_pretrained(self.model, g["pretrained_model"])
             self.log.info(f"pretrained: {rep['message']}")
 
@@ -298,14 +318,6 @@ class Trainer:
         return build_dataloader(self.cfg, "Train", rank=self.rank, world_size=self.world,
                                 epoch=epoch, start_batch=start_batch,
                                 dataset=self.train_dataset)
-
-    def _warn_untrusted(self, path, key):
-        """One line before a pickle from outside this run's output directory is opened."""
-        if not self.main:
-            return
-        msg = untrusted_pickle_note(path, self.out, key=key)
-        if msg:
-            self.log.info(msg)
 
     def _pick_seed(self, seed):
         if seed is not None:
@@ -403,6 +415,14 @@ class Trainer:
         }
 
     def _save(self, name):
+        bad = first_non_finite(self.model)
+        if bad is not None:  # a NaN before a ReLU leaves the loss finite (ReLU maps NaN to 0)
+            kept = (f"the checkpoints saved before it are kept (the last: {self._last_save})"
+                    if self._last_save else "no checkpoint was saved before it")
+            raise TrainingError(
+                f"epoch {self.epoch}, step {self.global_step}: {bad} holds nan or inf, so "
+                f"{os.path.join(self.out, name)} was not saved and the run stopped; {kept}. A lower "
+                "Optimizer.lr.learning_rate usually cures it; non-finite pretrained weights give it too")
         self._last_save = f"{os.path.join(self.out, name)}, at step {self.global_step}"
         if not self.main:
             return
@@ -512,7 +532,8 @@ class Trainer:
                 if self._last_save else "no checkpoint was saved before it")
         return TrainingError(
             f"epoch {epoch + 1}, step {step} (batch {self.batch_in_epoch + 1} of {self.train_batches}): the "
-            f"training loss is {e.loss}; the run stopped there and saved nothing after it; {kept}. "
+            f"training loss is {e.loss}" + (f" ({e.amp_note})" if e.amp_note else "") +
+            f"; the run stopped there and saved nothing after it; {kept}. "
             "A lower Optimizer.lr.learning_rate (or a longer Optimizer.lr.warmup_epoch) usually cures "
             "it; a bad image gives it too")
 
