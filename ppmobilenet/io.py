@@ -134,7 +134,7 @@ def _leftovers(target):
             if entry.startswith(head):
                 tag = entry[len(head):]
                 pid = tag.split("-", 1)[0]
-                if pid.isdigit() and not _pid_alive(int(pid)):
+                if pid.isdigit() and not pid_alive(int(pid)):
                     found[kind][tag] = os.path.join(parent, entry)
     return found
 
@@ -163,16 +163,23 @@ def interrupted_swap(target):
     return None
 
 
-def _pid_alive(pid):
-    if pid == os.getpid():
-        return True
+def pid_alive(pid):
+    """Whether process `pid` runs on this machine. A zombie (killed, not yet reaped by its parent)
+    does not: what it held is as good as abandoned. This process counts as alive; callers that
+    must treat their own pid otherwise say so where they call it."""
+    if pid <= 0:                  # os.kill(0, ...) would signal our own process group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:       # another user's process: it exists
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):  # no /proc (not Linux), or it ended just now
+        return True
 
 
 def sha256_file(path):

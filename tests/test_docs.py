@@ -1,7 +1,10 @@
 """docs/configs.md against the code: every row of its key tables names a key of
 ppmobilenet.config.SCHEMA with the types, allowed values, range and default the schema has, every
-schema key has its row, and the default transforms shown are the ones the code fills in. Also
-`python -m ppmobilenet.config`, which the page shows."""
+schema key has its row, the default transforms shown are the ones the code fills in, and the
+config errors its Bounds section prints are the ones the code gives. Also
+`python -m ppmobilenet.config`, which the page shows. Across every page: each test a page names
+as proof exists, and each link to a section of a page finds that section."""
+import glob
 import math
 import os
 import re
@@ -11,10 +14,12 @@ import sys
 import pytest
 import yaml
 
-from ppmobilenet.config import SCHEMA, load_config, schema_keys, validate_config
+from ppmobilenet.config import SCHEMA, ConfigError, load_config, schema_keys, validate_config
+from ppmobilenet.engine.run_folder import claim_output_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS_MD = os.path.join(ROOT, "docs", "configs.md")
+PAGES = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))) + [os.path.join(ROOT, "README.md")]
 ROW = re.compile(r"^\| (`[A-Za-z][\w.]*`(?: / `[\w.]+`)?) \| ([^|]+) \| ([^|]+) \|")
 
 
@@ -189,3 +194,70 @@ def test_python_m_ppmobilenet_config_prints_the_resolved_config(tmp_path):
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert "unknown key 'Global.epoh' in -o Global.epoh=3; did you mean 'Global.epochs'?" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_config_errors_the_bounds_section_prints_are_the_codes(tmp_path):
+    """Each `config error:` line of the Bounds section, from the -o option it names (or, for
+    Global.output_dir, from a real file in its place), is the message the code gives."""
+    text = open(CONFIGS_MD, encoding="utf-8").read()
+    block = re.search(r"^## Bounds\n.*?```\n(.*?)```", text, re.S | re.M)
+    assert block, "docs/configs.md: no error block in the Bounds section"
+    lines = [ln for ln in block.group(1).splitlines() if ln.strip()]
+    assert len(lines) >= 5 and all(ln.startswith("config error: ") for ln in lines), lines
+    demo = os.path.join(ROOT, "configs", "demo.yaml")
+    for line in lines:
+        shown = line[len("config error: "):]
+        option = re.search(r" in -o (\S+): ", shown)
+        if option:
+            with pytest.raises(ConfigError) as e:
+                load_config(demo, [option.group(1)])
+        else:
+            folder = re.match(r"Global.output_dir=(\S+) is a file", shown)
+            assert folder, f"docs/configs.md: cannot tell where {line!r} comes from"
+            os.makedirs(tmp_path / os.path.dirname(folder.group(1)), exist_ok=True)
+            (tmp_path / folder.group(1)).write_text("notes\n")
+            cwd = os.getcwd()
+            os.chdir(tmp_path)            # the page's path is relative, as a user types it
+            try:
+                with pytest.raises(ConfigError) as e:
+                    claim_output_dir(folder.group(1))
+            finally:
+                os.chdir(cwd)
+        assert str(e.value) == shown, (line, str(e.value))
+
+
+def _tests_defined():
+    names = set()
+    for path in glob.glob(os.path.join(ROOT, "tests", "*.py")):
+        names.add(os.path.basename(path)[:-3])
+        names.update(re.findall(r"^def (test_\w+)", open(path, encoding="utf-8").read(), re.M))
+    return names
+
+
+def test_every_test_a_page_names_exists():
+    """A promise 'proven by test_x' must point at a test that runs (a renamed test leaves the
+    promise unproven)."""
+    defined = _tests_defined()
+    missing = [f"{os.path.relpath(page, ROOT)}: {name}" for page in PAGES
+               for name in sorted(set(re.findall(r"\b(test_\w+?)(?:\.py)?\b", open(page, encoding="utf-8").read())))
+               if name not in defined]
+    assert not missing, missing
+
+
+def _anchor(heading):
+    """A heading's anchor as GitHub makes it: lower case, punctuation dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_to_a_section_finds_it():
+    anchors = {}
+    for page in PAGES:
+        text = re.sub(r"```.*?```", "", open(page, encoding="utf-8").read(), flags=re.S)
+        anchors[os.path.realpath(page)] = {_anchor(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}
+    broken = []
+    for page in PAGES:
+        for target, anchor in re.findall(r"\]\(([\w./-]*)#([\w-]+)\)", open(page, encoding="utf-8").read()):
+            path = os.path.realpath(os.path.join(os.path.dirname(page), target) if target else page)
+            if anchor not in anchors.get(path, set()):
+                broken.append(f"{os.path.relpath(page, ROOT)}: ({target}#{anchor})")
+    assert not broken, broken

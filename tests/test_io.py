@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -127,6 +128,28 @@ def test_recover_folder_finishes_a_swap_killed_between_its_renames(tmp_path):
     # a live writer's folder is left alone
     mine = io.new_folder_beside(target)
     assert io.recover_folder(target) is None and os.path.isdir(mine)
+
+
+def test_pid_alive_counts_a_zombie_as_dead(tmp_path):
+    """Leftovers of a killed writer (temp folders, checkpoint temps, a lock's holder) are recognised
+    even before its parent reaps it: a zombie holds nothing."""
+    assert io.pid_alive(os.getpid()) and io.pid_alive(os.getppid())
+    assert not io.pid_alive(_dead_pid()) and not io.pid_alive(0)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(200):           # not reaped: it stays a zombie until wait()
+            with open(f"/proc/{child.pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"child {child.pid} never became a zombie")
+        assert not io.pid_alive(child.pid)
+        # a zombie's temp folder is a dead writer's: recover_folder removes it
+        os.makedirs(tmp_path / f".export.new-{child.pid}-00000002")
+        assert io.recover_folder(tmp_path / "export") is None and os.listdir(tmp_path) == []
+    finally:
+        child.wait()
 
 
 def _dead_pid():

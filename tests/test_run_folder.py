@@ -3,7 +3,9 @@ run's checkpoints (and says the three ways forward), a resume from inside it goe
 overwrite key replaces the old run; a second process into a folder in use fails at once, a
 SIGKILLed run leaves no stuck lock, the ranks of one launch share the folder while another
 launch is refused as a whole; and paths read from a checkpoint stay inside the run's folder."""
+import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +15,10 @@ import pytest
 
 from engine_helpers import (ROOT, TRAIN, demo_subset, env, error_line, ok, run_tool, tiny_config,
                             train_in_process)
+from ppmobilenet.config import ConfigError
 from ppmobilenet.engine.checkpoint import CheckpointError, atomic_save, read_states
+from ppmobilenet.engine.run_folder import claim_output_dir
+from ppmobilenet.errors import PPMobileNetError
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +60,60 @@ def test_a_new_run_refuses_another_runs_folder_resume_and_overwrite_go_on(tmp_pa
     assert "removed the replaced run's checkpoints" in r.stdout
     assert sets(out) == ["best_model", "epoch_1", "latest"]      # epoch_2 of the old run is gone
     assert read_states(out / "latest")["seed"] == 7 and read_states(out / "latest")["global_step"] == 6
+
+
+def test_the_hint_names_the_newest_set_that_exists(tmp_path, data):
+    """"continue that run" names a set the folder holds: the newest by global_step in its .pdstates
+    (latest on a tie); no such hint when no set loads."""
+    out = tmp_path / "run"
+    cfg = tiny_config(tmp_path / "c.yaml", out, data, epochs=1, workers=0)
+    train_in_process(cfg)                                   # best_model, epoch_1, latest: step 6 each
+
+    def hint():
+        with pytest.raises(ConfigError) as e:
+            claim_output_dir(str(out))
+        msg = str(e.value)
+        assert "-o Global.output_dir=..." in msg and "-o Global.overwrite_output=true" in msg, msg
+        found = re.findall(r"continue that run: -o Global.checkpoints=(\S+);", msg)
+        return found[0] if found else None
+
+    assert hint() == str(out / "latest")                     # a tie: latest
+    _set_step(out / "epoch_1", 9)
+    assert hint() == str(out / "epoch_1")                    # newer than latest
+    _remove_set(out / "latest")
+    _remove_set(out / "epoch_1")
+    assert hint() == str(out / "best_model")                 # the only set left
+    (out / "epoch_1.pdparams").write_bytes(b"bare weights")  # a set without .pdstates: not resumable
+    assert hint() == str(out / "best_model")
+    _set_step(out / "best_model", 3)
+    (out / "best_model.pdparams").write_bytes(b"damaged")     # its CRC no longer matches
+    assert hint() is None
+
+
+def test_an_overwrite_that_fails_before_its_first_save_loses_nothing(tmp_path, data):
+    """Global.overwrite_output removes the old run's sets at the new run's first save, not at its
+    start: a run that fails before then leaves every old set as it was, and the folder free."""
+    out = tmp_path / "run"
+    cfg = tiny_config(tmp_path / "c.yaml", out, data, epochs=1, workers=0)
+    train_in_process(cfg)
+    before = {p.name: p.read_bytes() for p in out.glob("*.pd*")}
+    assert sets(out) == ["best_model", "epoch_1", "latest"]
+    with pytest.raises(PPMobileNetError, match="missing.pdparams"):
+        train_in_process(cfg, "Global.overwrite_output=true", f"Global.pretrained_model={tmp_path / 'missing.pdparams'}")
+    assert {p.name: p.read_bytes() for p in out.glob("*.pd*")} == before
+    claim_output_dir(str(out), str(out / "latest")).release()   # unlocked, and latest still resumes
+    assert read_states(out / "latest")["global_step"] == 6
+
+
+def _set_step(prefix, step):
+    states = read_states(prefix)
+    states["global_step"] = step
+    atomic_save(states, f"{prefix}.pdstates")                # a valid set: CRCs recomputed
+
+
+def _remove_set(prefix):
+    for path in glob.glob(f"{prefix}.pd*"):
+        os.remove(path)
 
 
 def _start(cfg, *overrides, extra_env=None):

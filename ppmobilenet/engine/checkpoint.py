@@ -27,7 +27,7 @@ import numpy as np
 import paddle
 
 from ..errors import PPMobileNetError
-from ..io import fsync_file, remove_quietly, replace_atomic
+from ..io import fsync_file, pid_alive, remove_quietly, replace_atomic
 from ..weights import WeightsError, load_strict, strip_suffix
 from ..weights import load_pretrained, pretrained_file  # noqa: F401 -- temporary re-export: trainer, evaluation, tests
 from ..weights.paths import CHECKPOINT_SUFFIXES as SUFFIXES
@@ -82,25 +82,16 @@ def atomic_save(obj, path):
     replace_atomic(tmp, path)
 
 
-def _pid_alive(pid):
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _temps(prefix):
     """{pid: {suffix: temp path}} for the temp files of `prefix` left by writers now dead."""
     out = {}
     for tmp in glob.glob(glob.escape(prefix) + ".pd*.tmp.*"):
         head, _, pid = tmp.rpartition(".tmp.")
         suffix = head[len(prefix):]
-        if suffix in SUFFIXES and pid.isdigit() and not _pid_alive(int(pid)):
+        # our own pid's temps are left over too: this process saves one set at a time and
+        # removes the temps of a failed save, so they belong to an earlier process that had
+        # this pid (a restarted container's trainer is pid 1 again)
+        if suffix in SUFFIXES and pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
             out.setdefault(int(pid), {})[suffix] = tmp
     return out
 

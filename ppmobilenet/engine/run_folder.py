@@ -14,14 +14,17 @@ import errno
 import fcntl
 import glob
 import os
+import re
 import time
 
 from ..config import ConfigError
 from ..errors import PPMobileNetError
-from ..io import remove_quietly
+from ..io import pid_alive, remove_quietly
 from ..weights.paths import CHECKPOINT_SUFFIXES, strip_suffix
+from .checkpoint import read_states
 
 LOCK_FILE = "train.lock"
+EPOCH_SET = re.compile(r"epoch_\d+")
 # A lock held after its holder died belongs to the holder's children (data loader workers), which
 # die with it within seconds; wait that long before calling the folder busy.
 ORPHAN_GRACE_S = 15.0
@@ -110,7 +113,7 @@ def _lock(output_dir):
                 raise ConfigError(f"Global.output_dir={output_dir}: cannot lock {path} "
                                   f"({e.strerror or e})") from None
             holder = _holder(fd)
-            if holder is not None and not _alive(holder) and time.monotonic() < deadline:
+            if holder is not None and not pid_alive(holder) and time.monotonic() < deadline:
                 time.sleep(0.2)   # a dead run's workers still hold it: they exit within seconds
                 continue
             os.close(fd)
@@ -132,21 +135,6 @@ def _holder(fd):
     return int(text) if text.isdigit() else None
 
 
-def _alive(pid):
-    """Whether `pid` runs; a zombie (killed, not yet reaped) does not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _resumes_inside(checkpoints, output_dir):
     if not checkpoints:
         return False
@@ -156,10 +144,34 @@ def _resumes_inside(checkpoints, output_dir):
 
 def _occupied_message(output_dir, sets, checkpoints):
     names = ", ".join(os.path.basename(p) for p in sets[:6]) + (", ..." if len(sets) > 6 else "")
-    latest = os.path.join(output_dir, "latest")
     start = (f"resuming from Global.checkpoints={checkpoints} would write into it" if checkpoints
              else "a new run would overwrite them")
+    newest = _newest_set(sets)
+    resume = f"continue that run: -o Global.checkpoints={newest}; or " if newest else ""
     return (f"Global.output_dir={output_dir} holds another run's checkpoints ({names}); {start}. "
-            f"Either continue that run: -o Global.checkpoints={latest}; or train into a new folder: "
-            f"-o Global.output_dir=...; or replace that run: -o Global.overwrite_output=true "
-            "(its checkpoints are removed when this run saves its first one)")
+            f"Either {resume}train into a new folder: -o Global.output_dir=...; or replace that "
+            "run: -o Global.overwrite_output=true (its checkpoints are removed when this run saves "
+            "its first one)")
+
+
+def _newest_set(sets):
+    """The set a resume of that run would start from: the newest by global_step among the sets
+    that load; on a tie `latest`, then the epoch_N set (best_model is saved first in an epoch).
+    None when none loads. Of the epoch_N sets only the highest N is read (each read checks the
+    CRC of every file in the set, and completes a set a kill left mixed, as a resume would)."""
+    epochs = [p for p in sets if EPOCH_SET.fullmatch(os.path.basename(p))]
+    last_epoch = max(epochs, key=lambda p: int(os.path.basename(p)[len("epoch_"):]), default=None)
+    best = None
+    for prefix in sets:
+        if prefix in epochs and prefix != last_epoch:
+            continue
+        try:
+            step = read_states(prefix).get("global_step")
+        except PPMobileNetError:
+            continue                # damaged, foreign, or bare weights: nothing to resume
+        if not isinstance(step, int):
+            continue
+        rank = (step, os.path.basename(prefix) == "latest", prefix == last_epoch)
+        if best is None or rank > best[0]:
+            best = (rank, prefix)
+    return best[1] if best else None
