@@ -461,6 +461,27 @@ def test_resume_from_a_set_at_the_last_step_brings_latest_up_to_it(tmp_path, dat
     assert read_states(run / "latest")["global_step"] == read_states(run / "epoch_2")["global_step"]
 
 
+def test_a_nan_the_loss_does_not_show_stops_the_run_at_its_first_save(tmp_path, data):
+    """A NaN in a BatchNorm scale before a ReLU leaves the loss finite (Paddle's CPU ReLU maps NaN
+    to 0) while it spreads through the weights: the first save finds it, names the tensor and
+    saves nothing."""
+    state = _net().state_dict()
+    w = state["conv1.bn.weight"].numpy().copy()
+    w[3] = np.nan
+    state["conv1.bn.weight"] = paddle.to_tensor(w)
+    paddle.save(state, str(tmp_path / "poisoned.pdparams"))
+    cfg = tiny_config(tmp_path / "c.yaml", tmp_path / "run", data, epochs=2, workers=0,
+                      Global={"pretrained_model": str(tmp_path / "poisoned.pdparams")})
+    r = run_tool(TRAIN, cfg)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    losses = [float(m) for m in re.findall(r"iter \[\d+/\d+\] loss ([\d.]+)", r.stdout)]
+    assert losses and all(np.isfinite(losses)), r.stdout[-2000:]   # the loss never showed it
+    err = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("error:")]
+    assert err and "holds nan or inf" in err[0] and "was not saved" in err[0], r.stdout[-3000:]
+    assert not glob.glob(str(tmp_path / "run" / "*.pdparams"))
+    FIGURES["faults injected"] += 1
+
+
 # ------------------------------------------------------------------ SIGKILL at random points
 
 def _run_and_kill(cfg, overrides, rng, done, steps_per_epoch, epochs):

@@ -25,17 +25,9 @@ import json
 import os
 import sys
 
+from ..board import positive_int
 from .common import add_config_args, command_parser, run, user_threads
 
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def _parser(backends, default_backend):
@@ -56,9 +48,9 @@ def _parser(backends, default_backend):
     p.add_argument("--lite-python", help="a Python with paddlelite [$PPMOBILENET_LITE_PYTHON, ...]")
     p.add_argument("--labels", help="`id name` label file [Infer.class_id_map_file, the export's labels.txt]")
     p.add_argument("--ids", action="store_true", help="show the class ids only, not the class names")
-    p.add_argument("--topk", type=_positive_int, help="[Infer.topk]")
-    p.add_argument("--batch-size", type=_positive_int, help="[Infer.batch_size]")
-    p.add_argument("--threads", type=_positive_int, help="CPU threads for paddle / onnx [$OMP_NUM_THREADS "
+    p.add_argument("--topk", type=positive_int, help="[Infer.topk]")
+    p.add_argument("--batch-size", type=positive_int, help="[Infer.batch_size]")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for paddle / onnx [$OMP_NUM_THREADS "
                    "if you set it, else all cores, or 1 for a batch too small to share]")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p

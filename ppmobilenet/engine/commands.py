@@ -4,7 +4,7 @@ import paddle
 from ..config import ConfigError
 from ..data import build_dataloader
 from ..models import build_model_from_arch
-from ..weights import load_pretrained, strip_suffix, untrusted_pickle_note
+from ..weights import load_pretrained, strip_suffix
 from . import dist
 from .evaluation import evaluate_model
 from .logger import get_logger
@@ -25,14 +25,10 @@ def evaluate(cfg, log=None):
     rank, world = dist.init(resolve_device(g["device"]))
     log = log or get_logger(None, rank)
     model = build_model_from_arch(cfg["Arch"])
-    key = "Global.pretrained_model" if g["pretrained_model"] else "Global.checkpoints"
     weights = g["pretrained_model"] or g["checkpoints"]
     if not weights:
         raise ConfigError("Global.pretrained_model is not set: pass the weights to evaluate, "
                           "e.g. -o Global.pretrained_model=output/demo/best_model")
-    note = untrusted_pickle_note(weights, g["output_dir"], key) if rank == 0 else None
-    if note:
-        log.info(note)
     if g["pretrained_model"]:
         rep = load_pretrained(model, weights, skip_classifier_on_mismatch=False)
     else:

@@ -13,7 +13,7 @@ tensors.
 from .errors import FluidParamsError, SafeWeightsError, WeightsError
 from .fluid import fluid_name_map, load_fluid_params, read_fluid_tensor
 from .paths import is_safetensors, strip_suffix
-from .pickle_reader import load_pickle_weights, untrusted_pickle_note  # the note: a temporary shim
+from .pickle_reader import load_pickle_weights
 from .pretrained import load_pretrained, load_state, load_weights, pretrained_file
 from .safetensors_file import (arch_from_metadata, arch_metadata, describe_metadata, read_metadata,
                                read_safe_weights, save_safe_weights)
@@ -21,7 +21,7 @@ from .strict import check_fit, load_strict
 
 __all__ = ["WeightsError", "SafeWeightsError", "FluidParamsError", "load_fluid_params",
            "read_fluid_tensor", "fluid_name_map", "strip_suffix", "is_safetensors",
-           "load_pickle_weights", "untrusted_pickle_note",
+           "load_pickle_weights",
            "load_pretrained", "load_state", "load_weights", "pretrained_file", "read_safe_weights",
            "save_safe_weights", "read_metadata", "arch_metadata", "arch_from_metadata",
            "describe_metadata", "check_fit", "load_strict"]

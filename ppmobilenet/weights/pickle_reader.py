@@ -108,8 +108,3 @@ def load_pickle_bytes(data, path, opaque=()):
         raise SafeWeightsError(f"cannot read {path}: truncated or not a paddle weights file "
                                f"({type(e).__name__}: {e})") from None
 
-
-def untrusted_pickle_note(path, own_dir, key="Global.pretrained_model"):
-    """Temporary shim (the trainer and engine/commands.py still call it): nothing to warn about
-    any more, since no pickle is opened the executable way. Always None."""
-    return None
