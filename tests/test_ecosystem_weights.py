@@ -149,7 +149,7 @@ def test_torchvision_legacy_format_pth_loads(tmp_path):
 def test_exported_model_reproduces_the_source(tmp_path, source, name, scale, variant):
     """The whole path: config + Global.pretrained_model -> tools/export's export_model ->
     Paddle Inference (inference.json), against the source's own eval-mode logits."""
-    from ppmobilenet.deploy import export_model
+    from ppmobilenet.deploy.export import export_model
     from ppmobilenet.deploy.predictors import PaddlePredictor
     ref, stem = globals()[source](name, scale, seed=5)
     weights = save(ref, str(tmp_path), stem)
@@ -295,3 +295,68 @@ def test_damaged_pth_is_named(tmp_path, files, damage):
         load_weights(build_model_from_arch(cfg["Arch"]), path)
     assert path in str(e.value)
     assert ("truncated or not a torch weights file" if damage == "truncate" else "data/0 is missing") in str(e.value)
+
+
+# ------------------------------------------------------------------ tools/convert_weights.py
+
+CONVERT = os.path.join(ROOT, "tools", "convert_weights.py")
+
+
+def convert(*args):
+    return subprocess.run([sys.executable, CONVERT, *map(str, args)], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+
+
+@pytest.mark.parametrize("source, name, scale", [
+    ("torchvision", "mobilenet_v3_small", 1.0), ("torchvision", "mobilenet_v2", 1.0),
+    ("paddleclas", "mobilenet_v3_large", 0.5), ("paddle_vision", "mobilenet_v1", 0.5)])
+def test_converted_file_reproduces_its_source(tmp_path, source, name, scale):
+    """A published file (the source's own model, random-filled, saved in its own format) ->
+    tools/convert_weights.py -> .safetensors in our names, with the Arch and variant in its
+    metadata -> Global.pretrained_model: the source's eval logits within 1e-5."""
+    from ppmobilenet.weights import arch_from_metadata, read_metadata
+    ref, stem = globals()[source](name, scale, seed=7)
+    weights = save(ref, str(tmp_path), stem)
+    variant = "torchvision" if source != "paddleclas" and name != "mobilenet_v1" else None
+    extra = ["-o", f"Arch.variant={variant}"] if variant else []
+    extra += ["-o", "Arch.head=classic"] if name == "mobilenet_v1" else []
+    r = convert(weights, "-c", os.path.join(ROOT, "configs", CONFIGS[name]), "-o", f"Arch.scale={scale}", *extra)
+    assert r.returncode == 0, r.stderr
+    out = str(tmp_path / (stem + ".safetensors"))
+    assert f"wrote {out}" in r.stdout
+    meta = read_metadata(out)
+    want = {"name": name, "scale": scale, "class_num": 1000}
+    want.update({"variant": variant or "paddle"} if name != "mobilenet_v1" else {"head": "classic"})
+    assert arch_from_metadata(meta) == want
+    assert meta["source"] == os.path.basename(weights)
+    # the metadata alone rebuilds the network: no config needed to use the file
+    model = build_model_from_arch(arch_from_metadata(meta))
+    load_weights(model, out)
+    model.eval()
+    err = relative_error(source_logits(model), source_logits(ref))
+    assert err <= TOL, f"{source} {stem} converted: {err:.2e}"
+    err = relative_error(source_logits(ours_from_config(config(name, scale, out, variant))), source_logits(ref))
+    assert err <= TOL, f"{source} {stem} converted, through the config: {err:.2e}"
+
+
+def test_convert_names_the_variant_and_the_converted_file_keeps_it(tmp_path, files):
+    """Converting torchvision weights with the default (paddle) variant is refused with the -o
+    to set; a converted torchvision V2 file loaded into a paddle-variant config says the same
+    (the tensors are in our names then: the metadata tells), and so does another width."""
+    v3 = os.path.join(ROOT, "configs", CONFIGS["mobilenet_v3_large"])
+    r = convert(files["tv_v3_large"], "-c", v3, "--out", tmp_path / "x.safetensors")
+    assert r.returncode == 1 and "set -o Arch.variant=torchvision" in r.stderr, r.stderr
+    assert files["tv_v3_large"] in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.safetensors").exists()
+
+    ref, stem = torchvision("mobilenet_v2", 0.75, seed=2)
+    weights = save(ref, str(tmp_path), stem)
+    out = tmp_path / "v2.safetensors"
+    r = convert(weights, "-c", os.path.join(ROOT, "configs", CONFIGS["mobilenet_v2"]),
+                "-o", "Arch.variant=torchvision", "Arch.scale=0.75", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "mobilenet_v2 x0.75, variant torchvision, 1000 classes" in r.stdout
+    msg = _load_error("mobilenet_v2", 0.75, str(out), "paddle")
+    assert f"Global.pretrained_model={out}" in msg and "set -o Arch.variant=torchvision" in msg
+    msg = _load_error("mobilenet_v2", 1.0, str(out), "torchvision")
+    assert "set -o Arch.scale=0.75" in msg and "variant" not in msg.split("set")[-1]

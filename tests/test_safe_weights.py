@@ -273,3 +273,23 @@ def test_export_takes_a_foreign_pickle_and_safetensors_alike(tmp_path):
     assert "is a pickle from outside" not in outs["w.pdparams"] + outs["w.safetensors"]
     assert (tmp_path / "w.pdparams" / "inference.pdiparams").read_bytes() == \
         (tmp_path / "w.safetensors" / "inference.pdiparams").read_bytes()
+
+
+def test_metadata_records_the_variant_and_names_what_to_set(tmp_path):
+    """A V2/V3 file records its lineage; loaded into another lineage, width or network it says
+    which -o to set (its tensors are in our names, so only the metadata can tell). A file written
+    before variants were recorded still loads into the network it fits."""
+    arch = {"name": "mobilenet_v2", "class_num": 10, "scale": 0.5, "variant": "torchvision"}
+    path = save_safe_weights(tmp_path / "v2.safetensors", build_model_from_arch(arch), arch)
+    meta = read_metadata(path)
+    assert meta["variant"] == "torchvision" and meta["head"] == "" and arch_from_metadata(meta) == arch
+    for other, fix in ((dict(arch, variant="paddle"), "-o Arch.variant=torchvision"),
+                       (dict(arch, scale=1.0), "-o Arch.scale=0.5"),
+                       (dict(arch, name="mobilenet_v3_small"), "-o Arch.name=mobilenet_v2")):
+        with pytest.raises(SafeWeightsError) as e:
+            load_pretrained(build_model_from_arch(other), str(path))
+        assert str(e.value).endswith(f"set {fix}") and str(path) in str(e.value), str(e.value)
+    assert load_pretrained(build_model_from_arch(dict(arch, class_num=3)), str(path))["skipped"] == \
+        ["fc.bias", "fc.weight"]                          # fine-tuning: only the class count differs
+    _rewrite(path, meta_update={"variant": ""})           # as files written before variants
+    assert load_pretrained(build_model_from_arch(arch), str(path))["loaded"] == len(build_model_from_arch(arch).state_dict())

@@ -11,7 +11,7 @@ from .fluid import load_fluid_params
 from .layouts import adapt_layout
 from .paths import is_safetensors
 from .pickle_reader import load_pickle_weights
-from .safetensors_file import read_safe_weights
+from .safetensors_file import check_recorded_arch, read_metadata, read_safe_weights
 from .strict import classifier_keys, load_strict, shape_of
 from .torch_file import is_torch_file, read_torch_state
 
@@ -47,7 +47,12 @@ def plain_state(state, file, where):
         raise WeightsError(f"{where}: {file} does not hold a state dict")
     state = dict(state)
     state.pop("StructuredToParameterName@@", None)
-    return {k: v[1] if _is_named_array(v) else v for k, v in state.items()}
+    state = {k: v[1] if _is_named_array(v) else v for k, v in state.items()}
+    odd = sorted(str(k) for k, v in state.items() if not hasattr(v, "shape"))
+    if odd:   # the strict loader compares shapes: say what is wrong before it trips on them
+        raise WeightsError(f"{where}: {file} is not a state dict of tensors ({', '.join(odd[:5])} "
+                           f"{'is' if len(odd) == 1 else 'are'} not arrays)")
+    return state
 
 
 def _is_named_array(value):
@@ -70,6 +75,8 @@ def load_pretrained(model, path, skip_classifier_on_mismatch=True, key="Global.p
         return _load_fluid_dir(model, path, skip_classifier_on_mismatch, key)
     file = pretrained_file(path, key)
     state, fmt = read_weights_file(file, f"{key}={path}")
+    if fmt == "safetensors":   # a file of ours says which Arch it holds: name what to set
+        check_recorded_arch(read_metadata(file), model, f"{key}={path}")
     if layout is None:   # PaddleClas / paddle.vision / torchvision names -> ours (weights.layouts)
         state, layout, title = adapt_layout(state, model, f"{key}={path}")
         fmt += f", {title} names" if title else ""

@@ -1,9 +1,10 @@
 """Weights as safetensors: the format to share, because opening it cannot run code.
 
 A `.safetensors` file is a JSON header plus raw tensor bytes. Ours carry in their metadata the
-architecture (model, scale, class_num, head) and a CRC32 of every tensor, so a damaged byte or
-a missing tensor is caught and named at load time. A file written by another tool (no such
-metadata) reads too; the strict loader then checks it against the model.
+architecture (model, scale, class_num, head for MobileNetV1, variant for V2/V3) and a CRC32 of
+every tensor, so a damaged byte or a missing tensor is caught and named at load time, and a file
+loaded into another architecture says which `-o Arch.key=value` it needs. A file written by
+another tool (no such metadata) reads too; the strict loader then checks it against the model.
 """
 import json
 import os
@@ -18,7 +19,8 @@ from .errors import SafeWeightsError
 
 FORMAT = "ppmobilenet-weights"
 FORMAT_VERSION = 1
-ARCH_KEYS = ("model", "scale", "class_num", "head")
+ARCH_KEYS = ("model", "scale", "class_num", "head")   # "variant": files since V2/V3 lineages
+V1 = "mobilenet_v1"   # one architecture in every source: a head, no variant
 
 
 def _crc(array):
@@ -35,8 +37,11 @@ def numpy_state(state):
 
 def arch_metadata(arch):
     """The config's Arch section -> safetensors metadata (all values are strings there)."""
+    v1 = str(arch["name"]).lower() == V1
     return {"model": str(arch["name"]), "scale": repr(float(arch.get("scale", 1.0))),
-            "class_num": str(int(arch["class_num"])), "head": str(arch.get("head") or "")}
+            "class_num": str(int(arch["class_num"])),
+            "head": str(arch.get("head") or "") if v1 else "",
+            "variant": "" if v1 else str(arch.get("variant") or "paddle")}
 
 
 def arch_from_metadata(meta):
@@ -47,14 +52,45 @@ def arch_from_metadata(meta):
             "scale": float(meta["scale"])}
     if meta["head"]:
         arch["head"] = meta["head"]
+    if meta.get("variant"):
+        arch["variant"] = meta["variant"]
     return arch
 
 
 def describe_metadata(meta):
     if not all(k in meta for k in ARCH_KEYS):
         return "no ppmobilenet architecture metadata"
-    head = f", head {meta['head']}" if meta["head"] else ""
-    return f"{meta['model']} x{meta['scale']}{head}, {meta['class_num']} classes"
+    head = f", head {meta['head']}" if meta["head"] and meta["model"] == V1 else ""
+    variant = f", variant {meta['variant']}" if meta.get("variant") else ""
+    return f"{meta['model']} x{meta['scale']}{head}{variant}, {meta['class_num']} classes"
+
+
+def arch_fixes(meta, model):
+    """The `-o Arch.key=value` settings `model` lacks to take the tensors a file of ours holds
+    (`meta`: its metadata), [] when it fits or the file does not say. The class count is left
+    out: fine-tuning to other classes drops the classifier. Files written before variants were
+    recorded say nothing of it."""
+    if not all(k in meta for k in ARCH_KEYS):
+        return []
+    wanted = [("name", meta["model"], getattr(model, "arch_name", meta["model"]))]
+    try:
+        wanted.append(("scale", float(meta["scale"]), float(getattr(model, "scale", meta["scale"]))))
+    except ValueError:
+        pass    # an unreadable scale: the strict loader names the mis-shaped tensors
+    if meta["model"] == V1 and meta["head"]:
+        wanted.append(("head", meta["head"], getattr(model, "head", meta["head"])))
+    if meta.get("variant"):
+        wanted.append(("variant", meta["variant"], getattr(model, "variant", meta["variant"])))
+    return [f"-o Arch.{key}={want}" for key, want, have in wanted if want != have]
+
+
+def check_recorded_arch(meta, model, where):
+    """SafeWeightsError naming `where` and the settings to change when the architecture the
+    file's metadata records is not the one `model` was built as."""
+    fixes = arch_fixes(meta, model)
+    if fixes:
+        raise SafeWeightsError(f"{where}: these are {describe_metadata(meta)} weights; the config "
+                               f"builds another network: set {' '.join(fixes)}")
 
 
 def save_safe_weights(path, state, arch, extra=None):
