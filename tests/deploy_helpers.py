@@ -122,7 +122,7 @@ def shared_export(tmp_path_factory):
     Lite is available, ONNX when installed) shared by the test modules of one run."""
     if "export" in _CACHE:
         return _CACHE["export"]
-    from ppmobilenet.deploy import export_model
+    from ppmobilenet.deploy.export import export_model
     from ppmobilenet.deploy.errors import LiteUnavailable
     tmp = str(tmp_path_factory.mktemp("shared_export"))
     weights = make_weights(os.path.join(tmp, "w.pdparams"))

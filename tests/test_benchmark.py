@@ -65,8 +65,51 @@ def test_quick_every_engine_gives_numbers_and_they_agree(quick):
     res = quick["results"]
     assert res["problems"] == []
     cores = res["machine"]["cores_available"]
-    [m] = res["inference"]
     onnx, torch = _have("onnxruntime"), _have("torch")
+    # the demo model and one MobileNetV3 (issue 12: its rows), every engine on both
+    assert [(m["model"], m["size"]) for m in res["inference"]] == [("demo", 64), ("v3_small_x1.0", 64)]
+    for m in res["inference"]:
+        _check_inference_row(quick["out"], m, cores, onnx, torch)
+    # training: Paddle's variants and the PyTorch peer start from the same weights
+    [t] = res["training"]
+    expected = _expected(t, {"paddle-untuned", "paddle-untuned+mkl-avx2", "paddle-unpacked", "paddle-packed", "paddle",
+                             "paddle+dp", "torch", "torch+keep-mem"},
+                         {v: (torch, "PPMOBILENET_REQUIRE_TORCH", v, "pytorch") for v in ("torch", "torch+keep-mem")})
+    if cores < 2:
+        expected.discard("paddle+dp")
+        assert "paddle+dp" in t["skipped"]
+    assert expected <= set(t["engines"]), (sorted(expected - set(t["engines"])), t["skipped"])
+    for name, e in t["engines"].items():
+        a = t["agreement"][name]
+        assert a["ok"], (name, a)
+        assert e["batches"]["8"]["throughput"] > 0 and e["memory"]["peak_rss_mib"] > 0, name
+    for name in expected - {"paddle+dp"}:
+        assert t["agreement"][name]["max_rel_diff"] <= 1e-3, (name, t["agreement"][name])
+    if "paddle+dp" in expected:  # launched: one process per core, memory summed over the ranks
+        dp = t["engines"]["paddle+dp"]
+        assert dp["engine"]["ranks"] == cores
+        assert dp["memory"]["peak_rss_mib"] > dp["memory"]["rank0_peak_rss_mib"] > 0
+    # issue 13's figures: paired ratios vs the fair peer and the machine's limit, printed and saved
+    g = res["goals"]
+    if torch:
+        [fair] = [r for r in g["ratios"] if r["subject"] == "paddle" and r["best_peer"] == "torch+keep-mem"]
+        assert fair["paired"]["rounds"] == 1 and fair["ratio"] > 0
+        assert "torch+keep-mem" in quick["stdout"] and "## Goals: ratios" in quick["stdout"]
+    assert g["gemm_gflops"] > 0 and "## Training vs the machine's limit" in quick["stdout"]
+    limits = {r["engine"]: r for r in g["limits"]}
+    assert set(limits) == set(t["engines"])
+    macs = t["macs_per_image"]
+    assert 3e6 < macs < 4e6  # V1 x0.25 at 64x64: the demo model's 3.4M multiply-adds
+    for name, r in limits.items():
+        assert r["gflops"] == pytest.approx(t["engines"][name]["batches"]["8"]["throughput"] * 6 * macs / 1e9)
+        assert r["of_gemm"] == pytest.approx(r["gflops"] / g["gemm_gflops"])
+    md = open(os.path.join(quick["out"], "results.md")).read()
+    assert "| paddle-onednn-1t | 1 |" in md and "cores available" in md
+
+
+def _check_inference_row(out, m, cores, onnx, torch):
+    """Every engine timed at batch 1 and 8 with its memory, agreeing with Paddle Inference; the
+    thread count each ran with; the default path's backend."""
     lite = "lite-x86" not in m["skipped"]  # paddlelite lives in the Lite interpreter, not here
     expected = _expected(m, {f"dygraph-{cores}t", "paddle-onednn-1t", "paddle-onednn-untuned-1t",
                              "paddle-native-1t", "paddle-openvino-1t", "default", "onnxruntime-1t",
@@ -92,32 +135,14 @@ def test_quick_every_engine_gives_numbers_and_they_agree(quick):
     for name, e in m["engines"].items():
         if name != "default":
             assert e["env"]["OMP_NUM_THREADS"] == name.rsplit("-", 1)[1][:-1], (name, e["env"])
-    macs = read_meta(_export_dir(quick["out"], m))
+    macs = read_meta(_export_dir(out, m))
     for batch in ("1", "8"):
         assert m["engines"]["default"]["batches"][batch]["threads"] == threads_for(
             int(batch), macs.get("macs_per_image"), cores), batch
     assert m["engines"]["default"]["engine"]["backend"] == ("onnx" if _have("onnxruntime") else "paddle")
-    # training: Paddle's variants and the PyTorch peer start from the same weights
-    [t] = res["training"]
-    expected = _expected(t, {"paddle-untuned", "paddle-untuned+mkl-avx2", "paddle-unpacked", "paddle-packed", "paddle",
-                             "paddle+dp", "torch", "torch+keep-mem"},
-                         {v: (torch, "PPMOBILENET_REQUIRE_TORCH", v, "pytorch") for v in ("torch", "torch+keep-mem")})
-    if cores < 2:
-        expected.discard("paddle+dp")
-        assert "paddle+dp" in t["skipped"]
-    assert expected <= set(t["engines"]), (sorted(expected - set(t["engines"])), t["skipped"])
-    for name, e in t["engines"].items():
-        a = t["agreement"][name]
-        assert a["ok"], (name, a)
-        assert e["batches"]["8"]["throughput"] > 0 and e["memory"]["peak_rss_mib"] > 0, name
-    for name in expected - {"paddle+dp"}:
-        assert t["agreement"][name]["max_rel_diff"] <= 1e-3, (name, t["agreement"][name])
-    if "paddle+dp" in expected:  # launched: one process per core, memory summed over the ranks
-        dp = t["engines"]["paddle+dp"]
-        assert dp["engine"]["ranks"] == cores
-        assert dp["memory"]["peak_rss_mib"] > dp["memory"]["rank0_peak_rss_mib"] > 0
-    md = open(os.path.join(quick["out"], "results.md")).read()
-    assert "| paddle-onednn-1t | 1 |" in md and "cores available" in md
+    # the ONNX Runtime, Lite and PyTorch processes never load Paddle (their memory is their own)
+    for name, e in m["engines"].items():
+        assert e["engine"]["paddle_loaded"] == (not name.startswith(("onnx", "int8", "lite", "torch"))), name
 
 
 def _export_dir(out, m):
@@ -127,7 +152,8 @@ def _export_dir(out, m):
 # ---------------------------------------------------------------- pieces
 
 def test_paired_ratios_compare_round_by_round():
-    from ppmobilenet.bench.report import goals, paired
+    from ppmobilenet.bench.goals import goals
+    from ppmobilenet.bench.report import paired
     # b is 2x slower than a in every round, though both slow down together in round 3
     p = paired([1.0, 1.0, 3.0, 1.0], [2.0, 2.0, 6.0, 2.0])
     assert p == {"median": 2.0, "lo": 2.0, "hi": 2.0, "rounds": 4}
@@ -190,7 +216,8 @@ def test_agreement_catches_a_disagreeing_engine():
 
 
 def test_checks_name_missing_numbers_and_failed_engines():
-    from ppmobilenet.bench.report import checks, goals
+    from ppmobilenet.bench.goals import goals
+    from ppmobilenet.bench.report import checks
     res = {"settings": {"batches": [1, 8]}, "inference": [{
         "model": "m", "size": 64, "reference": "a", "skipped": {},
         "errors": {"c": "engine c: loading: boom"},
@@ -258,18 +285,29 @@ def test_torch_peer_is_the_same_network():
     x = np.random.RandomState(1).standard_normal((2, 3, 64, 64)).astype("float32")
     for arch in ({"name": "mobilenet_v1", "class_num": 7, "scale": 0.25, "head": "classic"},
                  {"name": "mobilenet_v1", "class_num": 7, "scale": 0.25, "head": "demo"},
-                 {"name": "mobilenet_v2", "class_num": 7, "scale": 0.5}):
+                 {"name": "mobilenet_v2", "class_num": 7, "scale": 0.5},
+                 {"name": "mobilenet_v3_small", "class_num": 7, "scale": 1.0},
+                 {"name": "mobilenet_v3_large", "class_num": 7, "scale": 0.75}):
         paddle.seed(0)
         pm = build_model_from_arch(arch)
         pm.eval()
-        state = {k: v.numpy() for k, v in pm.state_dict().items()}
+        # fresh V3 weights give outputs of ~1e-7: perturbed weights and BN statistics make
+        # every layer count
+        rng = np.random.RandomState(0)
+        state = {k: (np.abs(rng.standard_normal(v.shape)) + 0.5 if k.endswith("_variance")
+                     else v.numpy() + 0.05 * rng.standard_normal(v.shape)).astype("float32")
+                 for k, v in pm.state_dict().items()}
+        pm.set_state_dict(state)
         tm = load_paddle_state(build_torch_model(arch), state).eval()
         with torch.no_grad():
             got = tm(torch.from_numpy(x)).numpy()
         ref = pm(paddle.to_tensor(x)).numpy()
+        assert np.abs(ref).max() > 0.1, arch
         assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max()), arch
         n_paddle = sum(int(np.prod(p.shape)) for p in pm.parameters() if p.trainable)
         assert n_paddle == sum(p.numel() for p in tm.parameters()), arch
+    with pytest.raises(RuntimeError, match="Unexpected key"):  # a Paddle tensor with no counterpart
+        load_paddle_state(build_torch_model(arch), dict(state, extra=np.zeros(3, "float32")))
 
 
 def test_lite_weight_rounding_emulation():
@@ -366,3 +404,21 @@ def test_export_int8_refuses_too_few_calibration_images(tmp_path):
     assert r.returncode == 1
     assert "at least 100" in r.stderr and "got 50" in r.stderr
     assert not os.path.exists(os.path.join(out, "inference_int8.onnx"))
+
+
+def test_gpu_rows_need_a_gpu(tmp_path):
+    """--gpu runs the GPU rows (Paddle Inference and training on the card) or, without a CUDA
+    paddle and a device, stops at once saying so (exit 1, nothing measured)."""
+    import paddle
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark.py"), "--gpu", "--out",
+                        str(tmp_path), "--rounds", "1", "--train-rounds", "1"], capture_output=True, text=True,
+                       timeout=1800, cwd=ROOT)
+    if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        res = json.load(open(tmp_path / "results.json"))
+        assert set(res["inference"][0]["engines"]) == {"paddle-gpu-1t"}
+        assert set(res["training"][0]["engines"]) == {"paddle-gpu", "paddle-gpu+amp"}
+        assert res["training"][0]["batch"] == 256
+    else:
+        assert r.returncode == 1 and "--gpu: this paddle is not a CUDA build or sees no GPU" in r.stderr
+        assert not os.path.exists(tmp_path / "results.json")

@@ -66,7 +66,7 @@ def test_both_formats_run_any_batch_size_and_match_dygraph(exported):
 
 
 def test_export_without_softmax_gives_logits(tmp_path):
-    from ppmobilenet.deploy import export_model
+    from ppmobilenet.deploy.export import export_model
     from ppmobilenet.deploy.predictors import PaddlePredictor
     w = make_weights(str(tmp_path / "w.pdparams"), name="mobilenet_v2", scale=0.5, sharpen=1.0)
     labels = write_labels(str(tmp_path / "l.txt"))
@@ -128,7 +128,8 @@ def test_export_weights_of_another_class_count_fail(tmp_path):
     ("", "no labels"),
 ])
 def test_bad_label_files(tmp_path, content, expect):
-    from ppmobilenet.deploy import DeployError, read_labels
+    from ppmobilenet.deploy import DeployError
+    from ppmobilenet.deploy.labels import read_labels
     path = tmp_path / "labels.txt"
     path.write_text(content)
     with pytest.raises(DeployError) as e:

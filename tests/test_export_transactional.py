@@ -137,7 +137,8 @@ def test_a_changed_nb_is_refused_by_lite_predict(exported, tmp_path):
 def test_a_folder_that_is_not_an_export_is_never_replaced(exported, tmp_path):
     """The swap replaces the whole folder: one holding other files (a run's checkpoints, say)
     is refused, naming them, and left alone."""
-    from ppmobilenet.deploy import DeployError, export_model
+    from ppmobilenet.deploy import DeployError
+    from ppmobilenet.deploy.export import export_model
     from deploy_helpers import load_cfg
     d = tmp_path / "run"
     d.mkdir()
@@ -160,7 +161,7 @@ def test_a_kill_between_the_two_renames_leaves_a_complete_export(exported, tmp_p
         sys.path.insert(0, {ROOT!r})
         sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
         from deploy_helpers import load_cfg, export_overrides
-        from ppmobilenet.deploy import export_model
+        from ppmobilenet.deploy.export import export_model
         real = os.replace
         def replace(src, dst):
             real(src, dst)

@@ -64,7 +64,8 @@ def test_x86_nb_matches_paddle_inference_on_real_images(exported, lite):
 
 def test_check_fails_with_numbers_when_models_differ(tmp_path, exported, lite):
     """The same graph with other weights: the x86 .nb of model A against the export of model B."""
-    from ppmobilenet.deploy import CheckFailed, export_model
+    from ppmobilenet.deploy import CheckFailed
+    from ppmobilenet.deploy.export import export_model
     from ppmobilenet.deploy.checks import check_against_paddle, sample_batch
     from ppmobilenet.deploy.predictors import LitePredictor
     w = make_weights(str(tmp_path / "other.pdparams"), seed=7)
@@ -103,7 +104,8 @@ REGISTRY = [
 
 @pytest.mark.parametrize("name, head, scale", REGISTRY, ids=[f"{n}-{h}-{s}" for n, h, s in REGISTRY])
 def test_every_registry_model_converts_for_arm_and_x86(tmp_path, lite, name, head, scale):
-    from ppmobilenet.deploy import export_model, inspect_nb
+    from ppmobilenet.deploy import inspect_nb
+    from ppmobilenet.deploy.export import export_model
     w = make_weights(str(tmp_path / "w.pdparams"), name=name, class_num=4, scale=scale,
                      head=head or "demo", sharpen=1.0)
     labels = write_labels(str(tmp_path / "l.txt"), n=4)
@@ -281,7 +283,7 @@ def test_lite_predict_script_agrees_with_paddle_inference(exported, lite):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     results = json.loads(r.stdout)["results"]
-    from ppmobilenet.deploy import read_labels
+    from ppmobilenet.deploy.labels import read_labels
     from ppmobilenet.deploy.classify import classify
     from ppmobilenet.deploy.predictors import PaddlePredictor
     from ppmobilenet.deploy.preprocess import build_preprocess, list_images, transform_ops

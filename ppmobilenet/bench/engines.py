@@ -1,10 +1,9 @@
-"""The engines the benchmark times, made of the package's own parts: inference through
-ppmobilenet.deploy.predictors (what tools/infer.py runs), and the Paddle training step of
-tools/train.py on one fixed batch (a rank of data parallel training under paddle.distributed.launch)."""
+"""The Paddle engines the benchmark times, made of the package's own parts: inference through
+ppmobilenet.deploy.predictors (what tools/infer.py runs), and the training step of tools/train.py
+on one fixed batch (a rank of data parallel training under paddle.distributed.launch)."""
 import paddle
 
-from ppmobilenet.deploy.predictors import (DEFAULT_BACKEND, DygraphPredictor, OnnxPredictor,
-                                           PaddlePredictor, create_predictor)
+from ppmobilenet.deploy.predictors import DEFAULT_BACKEND, DygraphPredictor, PaddlePredictor, create_predictor
 from ppmobilenet.engine import dist
 from ppmobilenet.kernels import enable_for_training
 from ppmobilenet.models import build_model_from_arch
@@ -14,7 +13,7 @@ from .worker import Inference, Training
 
 
 def make(spec):
-    kind, threads, path = spec["kind"], spec.get("threads"), spec["path"]
+    kind, path = spec["kind"], spec["path"]
     if kind == "train":
         return _training(spec)
     if kind == "default":  # tools/infer.py without --backend and --threads
@@ -22,9 +21,7 @@ def make(spec):
         return Inference(p.predict, spec["inputs"], {"backend": p.backend, "threads": "auto"},
                          p.threads_for_batch)
     if kind == "paddle":
-        p = PaddlePredictor(path, threads=threads, **spec["options"])
-    elif kind == "onnx":
-        p = OnnxPredictor(path, threads=threads)
+        p = PaddlePredictor(path, threads=spec["threads"], **spec["options"])
     else:  # dygraph; the weights file sits in the benchmark's own work folder
         p = DygraphPredictor({"Arch": spec["arch"], "Global": {"output_dir": spec["work_dir"]}}, path,
                              softmax=True)
@@ -32,20 +29,18 @@ def make(spec):
 
 
 def _training(spec):
-    """Forward, loss, backward, Momentum, the model's depthwise convs on the CPU path the variant
-    names (options compiled / packed: ppmobilenet.kernels, as tools/train.py switches them; onednn;
-    amp). Each rank of data parallel training takes its slice of the batch; BatchNorm then
-    normalises each slice with its own statistics."""
-    options = spec.get("options") or {}
+    """Forward, loss, backward, Momentum, with the CPU paths the variant names (options compiled /
+    packed: ppmobilenet.kernels, as tools/train.py switches them; onednn; amp). Each rank of data
+    parallel training takes its slice of the batch (BatchNorm normalises each slice by itself)."""
+    options, device = spec.get("options") or {}, spec.get("device", "cpu")
     if options.get("onednn"):
         paddle.set_flags({"FLAGS_use_mkldnn": True, "FLAGS_use_onednn": True})
-    rank, world = dist.init(spec.get("device", "cpu"))
+    rank, world = dist.init(device)
     model = build_model_from_arch(spec["arch"])
     load_weights(model, spec["path"], own_dir=spec["work_dir"])
-    enable_for_training(model, spec.get("device", "cpu"), compiled=options.get("compiled", False),
+    enable_for_training(model, device, compiled=options.get("compiled", False),
                         packed=options.get("packed", False))
-    model.train()
-    net, loss_fn = dist.wrap(model), paddle.nn.CrossEntropyLoss()
+    net, loss_fn = dist.wrap(model.train()), paddle.nn.CrossEntropyLoss()
     opt = paddle.optimizer.Momentum(learning_rate=0.01, momentum=0.9, parameters=model.parameters())
     amp = bool(options.get("amp"))  # AMP O1 (GPU); disabled, the scaler passes everything through
     scaler = paddle.amp.GradScaler(enable=amp, init_loss_scaling=1024.0)

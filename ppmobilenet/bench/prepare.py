@@ -8,7 +8,8 @@ import paddle
 
 from ppmobilenet.config import load_config
 from ppmobilenet.data import build_dataset
-from ppmobilenet.deploy import convert_lite, export_model
+from ppmobilenet.deploy import convert_lite
+from ppmobilenet.deploy.export import export_model
 from ppmobilenet.deploy.int8 import calibration_images, quantize_onnx
 from ppmobilenet.deploy.onnx import convert_onnx
 from ppmobilenet.deploy.preprocess import transform_ops
@@ -19,6 +20,7 @@ from ppmobilenet.weights import load_weights, save_safe_weights
 from .specs import DEMO_CONFIG
 
 SHARPEN = 30.0  # fresh weights give a near-uniform softmax; a sharper one makes agreement bite
+QUIET = lambda m: None  # noqa: E731  (the export's progress lines)
 
 
 def imagenet_ops(size):
@@ -45,8 +47,7 @@ def val_images(ops, limit=None):
     """-> (images [N, C, H, W] float32, labels [N]) of the demo digits' validation split,
     evenly spaced when limit is given (so every class shows up), preprocessed by ops."""
     ds = build_dataset(demo_config(ops), "Eval")
-    idx = np.linspace(0, len(ds) - 1, limit).round().astype(int) if limit else range(len(ds))
-    items = [ds[int(i)] for i in idx]
+    items = [ds[int(i)] for i in (np.linspace(0, len(ds) - 1, limit).round() if limit else range(len(ds)))]
     return (np.stack([np.asarray(x, dtype="float32") for x, _ in items]),
             np.array([int(y) for _, y in items], dtype="int64"))
 
@@ -81,23 +82,19 @@ def export(key, arch, size, work_dir, ops, weights=None, lite=None, onnx=True, l
     model, wfile = make_weights(arch, os.path.join(d, "weights.safetensors"), weights, work_dir)
     cfg = demo_config(ops, [f"Arch.{k}={v}" for k, v in arch.items()] + [
         f"Global.image_shape=[3, {size}, {size}]", f"Global.save_inference_dir={os.path.join(d, 'export')}"])
-    out = {"export_dir": cfg["Global"]["save_inference_dir"], "weights": wfile, "onnx": None,
-           "nb": None, "notes": []}
-    quiet = lambda m: None  # noqa: E731  (the export's progress lines)
-    export_model(cfg, model=model, onnx=False, label_file=False, log=quiet)
-    if onnx:
-        try:
-            out["onnx"] = convert_onnx(out["export_dir"], log=quiet)
-        except Exception as e:  # a missing paddle2onnx is a DeployError: a note, the rest goes on
-            out["notes"].append(f"onnx: {e}")
-    if isinstance(lite, str):
-        out["notes"].append(f"lite: {lite}")
-    elif lite:
-        try:
-            out["nb"] = convert_lite(out["export_dir"], ["x86"], runtime=lite, log=quiet)["x86"]
-            out["lite_python"] = lite.python
-        except Exception as e:
-            out["notes"].append(f"lite: {str(e).splitlines()[0]}")
+    out = {"export_dir": cfg["Global"]["save_inference_dir"], "weights": wfile, "onnx": None, "nb": None,
+           "notes": [f"lite: {lite}"] if isinstance(lite, str) else []}
+    export_model(cfg, model=model, onnx=False, label_file=False, log=QUIET)
+    try:
+        out["onnx"] = convert_onnx(out["export_dir"], log=QUIET) if onnx else None
+    except Exception as e:  # a missing paddle2onnx is a DeployError: a note, the rest goes on
+        out["notes"].append(f"onnx: {e}")
+    try:
+        out["nb"] = convert_lite(out["export_dir"], ["x86"], runtime=lite, log=QUIET)["x86"] \
+            if lite and not isinstance(lite, str) else None
+    except Exception as e:
+        out["notes"].append(f"lite: {str(e).splitlines()[0]}")
+    out["lite_python"] = lite.python if out["nb"] else None
     log(f"{key} @{size}: exported to {out['export_dir']}" + "".join(f"; {n}" for n in out["notes"]))
     return out
 

@@ -1,10 +1,11 @@
-"""The benchmark's end of worker.py: start an engine's process (for data parallel training, a
-paddle.distributed.launch of one process per rank), talk to it over a local socket, collect its
-peak memory. Its output goes to a log whose end every error message carries."""
+"""The benchmark's end of worker.py: start an engine's process (data parallel: a
+paddle.distributed.launch of one process per rank), talk to it over a local socket, time the
+engines side by side. Every error message carries the end of the engine's log."""
 import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import time
 
@@ -98,3 +99,75 @@ class Worker:
         for s in self.ranks_io:
             s.close()
         self.server.close()
+
+
+def interleave(workers, batch, rounds, warmup, target_s, gap_s, log=print):
+    """Warm-up, then the engines take turns, round after round (about target_s each), a figure
+    being the median over rounds: a shared machine's noise hits all alike. The order rotates; a
+    pause after each turn lets OpenMP threads stop spinning (Intel's: 200 ms). -> ({name: stats},
+    {name: error}); a failed engine drops out."""
+    errors, n_iter, threads = {}, {}, {}
+    for name, w in workers.items():
+        try:
+            threads[name] = w.call("prepare", batch=batch, warmup=warmup)[0].get("threads")
+            n_iter[name] = max(1, min(50, round(target_s / max(w.call("time", n=1)[0]["wall"][0], 1e-6))))
+        except BenchError as e:
+            errors[name] = str(e)
+    walls, cpus = {n: [] for n in n_iter}, {n: [] for n in n_iter}
+    for r in range(rounds):
+        names = list(n_iter)[r % max(1, len(n_iter)):] + list(n_iter)[:r % max(1, len(n_iter))]
+        for name in [n for n in names if n not in errors]:
+            try:
+                res = workers[name].call("time", n=n_iter[name])[0]
+            except BenchError as e:
+                errors[name] = str(e)
+                continue
+            walls[name].append(statistics.mean(res["wall"]))
+            cpus[name].append(statistics.mean(res["cpu"]))
+            time.sleep(gap_s)
+        log(f"  round {r + 1}/{rounds} done")
+    stats = {}
+    for n in [n for n in n_iter if n not in errors and walls[n]]:
+        med = statistics.median(walls[n])
+        stats[n] = {"batch": batch, "rounds": len(walls[n]), "latency_ms": 1000.0 * med,
+                    "throughput": batch / med, "cpu_ms": 1000.0 * statistics.median(cpus[n]),
+                    "spread": (max(walls[n]) - min(walls[n])) / med, "round_ms": [1000.0 * v for v in walls[n]]}
+        if threads.get(n):
+            stats[n]["threads"] = threads[n]
+    return stats, errors
+
+
+def measure(engines, batches, timing, log_dir, log):
+    """Start the engines at once (their imports overlap), time them at each batch, collect their
+    outputs and peak memory. -> ({name: {"batches", "memory", "engine", "env"}}, {name: outputs
+    file}, {name: error})"""
+    workers = {name: Worker(name, spec, cmd, env, log_dir, ranks) for name, spec, cmd, env, ranks in engines}
+    results, outputs, errors = {}, {}, {}
+    try:
+        for name, w in list(workers.items()):
+            try:
+                w.wait_ready()
+            except BenchError as e:
+                errors[name] = str(e)
+                workers.pop(name).kill()
+        for batch in batches:
+            log(f"  batch {batch}: {len(workers)} engines, {timing['rounds']} interleaved rounds")
+            stats, errs = interleave(workers, batch, log=log, **timing)
+            errors.update(errs)
+            for name, st in stats.items():
+                results.setdefault(name, {"batches": {}})["batches"][str(batch)] = st
+        for name in [n for n in workers if n not in errors]:
+            try:
+                workers[name].call("outputs", path=os.path.join(log_dir, f"{name}.npy"))
+                outputs[name] = os.path.join(log_dir, f"{name}.npy")
+            except BenchError as e:
+                errors[name] = str(e)
+    finally:
+        for name, w in workers.items():
+            try:
+                memory = w.close()
+            except BenchError:
+                continue
+            if name in results:
+                results[name].update(memory=memory, engine=w.info["info"], env=w.info["env"])
+    return results, outputs, errors

@@ -1,14 +1,11 @@
-"""Results -> the goals' ratios (the tables in specs.py), checks, a markdown report, a plot."""
+"""Results -> checks, paired ratios, a markdown report and a plot. Knows no goal (goals.py)."""
 import os
-import re
 import statistics
 
 from ppmobilenet.io import atomic_output
 
-from .specs import RATIO_GOALS, VALUE_GOALS
 
-
-def _stats(engine, batch):
+def stats(engine, batch):
     return (engine.get("batches") or {}).get(str(batch))
 
 
@@ -23,51 +20,6 @@ def paired(a_round_ms, b_round_ms):
     return {"median": statistics.median(r), "lo": lo, "hi": hi, "rounds": len(r)}
 
 
-def _pattern(name):
-    """An engine name of specs.RATIO_GOALS -> regex: * any text, {t} a thread count."""
-    return re.compile(re.escape(name).replace(r"\*", ".*").replace(r"\{t\}", r"(?P<t>\d+)") + "$")
-
-
-def _ratio_rows(goal, case, engines, batch):
-    """The subject vs its peers: the best peer by median throughput, and round by round the
-    toughest peer that is not the subject's twin (and the twin: that ratio is the noise)."""
-    rows = []
-    for name, e in engines.items():
-        m, s = _pattern(goal["subject"]).match(name), _stats(e, batch)
-        bound = [_pattern(p.replace("{t}", (m and m.groupdict().get("t")) or "{t}")) for p in goal["peers"]]
-        peers = {n: _stats(p, batch) for n, p in engines.items()
-                 if n != name and _stats(p, batch) and any(r.match(n) for r in bound)}
-        if not (m and s and peers):
-            continue
-        best = max(peers, key=lambda n: peers[n]["throughput"])
-        backend = (e.get("engine") or {}).get("backend")
-        twin = (goal.get("twin") or {}).get(backend, "").format(threads=s.get("threads"))
-        per_round = {n: paired(s["round_ms"], p["round_ms"]) for n, p in peers.items()}
-        others = {n: v for n, v in per_round.items() if v and n != twin}
-        row = {"goal": goal["goal"], "case": case, "target": goal.get("target"), "subject": name,
-               "subject_tp": s["throughput"], "backend": backend, "best_peer": best,
-               "best_peer_tp": peers[best]["throughput"],
-               "ratio": s["throughput"] / peers[best]["throughput"]}
-        if others:
-            tough = min(others, key=lambda n: others[n]["median"])
-            row.update(paired_peer=tough, paired=others[tough])
-        if per_round.get(twin):
-            row.update(twin=twin, twin_paired=per_round[twin])
-        rows.append(row)
-    return rows
-
-
-def goals(results):
-    """-> {"ratios": [a row per goal, model, batch and thread count], "values": [per goal and run]}."""
-    ratios = [row for goal in RATIO_GOALS for r in results.get(goal["section"]) or [] for b in r["batches"]
-              if b in goal.get("batches", (b,))
-              for row in _ratio_rows(goal, f"{r['model']} {r['size']}px b{b}", r["engines"], b)]
-    values = [{"goal": goal, "case": k, "value": scale * v[key], "target": target}
-              for goal, section, key, scale, target in VALUE_GOALS
-              for k, v in (results.get(section) or {}).items() if key in v]
-    return {"ratios": ratios, "values": values}
-
-
 def checks(results):
     """What --quick (and every run) verifies: each planned engine produced a number for every
     batch, and the engines agree. -> list of problems (empty when all is well)."""
@@ -77,7 +29,7 @@ def checks(results):
         problems += [f"{where}: {err}" for err in r["errors"].values()]
         for name, e in r["engines"].items():
             problems += [f"{where}: engine {name} has no throughput at batch {b}"
-                         for b in r["batches"] if not _stats(e, b)]
+                         for b in r["batches"] if not stats(e, b)]
             a = (r.get("agreement") or {}).get(name.split("@")[0])
             if a is None:
                 problems.append(f"{where}: engine {name} gave no outputs to compare")
@@ -86,20 +38,11 @@ def checks(results):
     return problems
 
 
-# ---------------------------------------------------------------- markdown
-
 def _f(v, fmt="{:.2f}"):
     return "-" if v is None else fmt.format(v)
 
 
-def _paired(p, peer=None):
-    if not p:
-        return "-"
-    spread = f"({p['lo']:.2f}-{p['hi']:.2f}, {p['rounds']} rounds)"
-    return (f"{peer}: " if peer else "") + f"{p['median']:.2f}x {spread}"
-
-
-def _table(head, rows):
+def table(head, rows):
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + \
         ["| " + " | ".join(str(c) for c in r) + " |" for r in rows] + [""]
 
@@ -113,7 +56,7 @@ def engine_table(r):
     rows = []
     for name, e in r["engines"].items():
         info, ag = e.get("engine") or {}, (r.get("agreement") or {}).get(name.split("@")[0], {})
-        cells = [_f(s.get(k)) for b in r["batches"] for s in [_stats(e, b) or {}]
+        cells = [_f(s.get(k)) for b in r["batches"] for s in [stats(e, b) or {}]
                  for k in ("latency_ms", "throughput", "cpu_ms")]
         agree = ", ".join(f"{v:.4f}" for v in ag["losses"]) + f" ({ag['max_rel_diff']:.1e})" \
             if "losses" in ag else _f(ag.get("max_abs_diff"), "{:.1e}")
@@ -121,15 +64,14 @@ def engine_table(r):
                      info.get("threads") or (e.get("env") or {}).get("OMP_NUM_THREADS") or "-", *cells,
                      _f((e.get("memory") or {}).get("peak_rss_mib"), "{:.0f}"), agree])
     per_batch = [c for b in r["batches"] for c in (f"b{b} ms", f"b{b} img/s", f"b{b} CPU ms")]
-    head = ["engine", "threads", *per_batch,
-            "peak RSS MiB", f"vs {r.get('reference')}: "
+    head = ["engine", "threads", *per_batch, "peak RSS MiB", f"vs {r.get('reference')}: "
             + ("first losses (rel. diff)" if "batch" in r else "max abs diff")]
-    return _table(head, rows + [[n, "-", f"skipped: {why}"] for n, why in r["skipped"].items()]
-                  + [[n, "-", f"FAILED: {err.splitlines()[0]}"] for n, err in r["errors"].items()])
+    return table(head, rows + [[n, "-", f"skipped: {why}"] for n, why in r["skipped"].items()]
+                 + [[n, "-", f"FAILED: {err.splitlines()[0]}"] for n, err in r["errors"].items()])
 
 
-def markdown(results, plot_file=None):
-    mc, g = results["machine"], results.get("goals") or {}
+def markdown(results, goal_lines=(), plot_file=None):
+    mc = results["machine"]
     load = lambda v: " ".join(f"{x:.2f}" for x in v or []) or "-"  # noqa: E731
     lines = ["# ppmobilenet benchmark", "", f"- command: `{results['command']}`", f"- date: {mc['date']}",
              f"- machine: {mc['cpu_model']} ({mc['cpu_vendor']}), {mc['cores_available']} cores available, "
@@ -142,46 +84,27 @@ def markdown(results, plot_file=None):
              f"- timing: {results['settings']['rounds']} interleaved rounds per batch size after warm-up; "
              "figures are medians over rounds; peak memory is the high-water RSS (VmHWM) of the engine's "
              "own process (fresh per engine, load + all runs; summed over the ranks of data parallel)", ""]
-    if g.get("ratios"):
-        lines += ["## Goals: ratios", "", "Ratios > 1: the subject is faster. Per round: the median "
-                  "(quartiles) of the ratios of rounds run next to each other, against the toughest peer; "
-                  "the twin is the subject's own engine at its own thread count: its ratio is the noise.", ""]
-        lines += _table(["goal", "case", "subject img/s", "best peer, medians", "per round",
-                         "per round vs the twin (noise)", "target"],
-                        [[r["goal"], r["case"],
-                          f"{r['subject_tp']:.1f}" + (f" ({r['backend']})" if r["backend"] else ""),
-                          f"{r['best_peer']} {r['best_peer_tp']:.1f}: {r['ratio']:.2f}x",
-                          _paired(r.get("paired"), r.get("paired_peer")),
-                          _paired(r.get("twin_paired"), r.get("twin")), r["target"] or "-"]
-                         for r in g["ratios"]])
-    if g.get("values"):
-        lines += ["## Goals: values", ""] + _table(["goal", "case", "measured", "target"], [
-            [r["goal"], r["case"], f"{r['value']:.2f}", r["target"]] for r in g["values"]])
-    lines += [f"![throughput]({os.path.basename(plot_file)})", ""] if plot_file else []
+    lines += list(goal_lines) + ([f"![throughput]({os.path.basename(plot_file)})", ""] if plot_file else [])
     for r in results.get("inference") or []:
-        lines += [f"## Inference: {_arch(r['arch'])} ({r['model']}), {r['size']}x{r['size']}", ""]
-        lines += engine_table(r)
+        lines += [f"## Inference: {_arch(r['arch'])} ({r['model']}), {r['size']}x{r['size']}", ""] + engine_table(r)
     for r in results.get("training") or []:
         lines += [f"## Training: {_arch(r['arch'])} ({r['model']}), {r['size']}x{r['size']}, "
                   f"batch {r['batch']}", ""] + engine_table(r)
     runs = {k: v for k, v in (results.get("reader") or {}).items() if "reader_share" in v}
     if runs:
-        lines += ["## Data pipeline: reader cost / batch cost (engine log)", ""]
-        lines += _table(["run", "windows", "mean batch cost s", "mean reader cost s", "reader share",
-                         "after 1st window", "img/s"],
-                        [[k, v["windows"], _f(v["mean_batch_cost_s"], "{:.4f}"),
-                          _f(v["mean_reader_cost_s"], "{:.4f}"), f"{100 * v['reader_share']:.2f}%",
-                          f"{100 * v['reader_share_after_first_window']:.2f}%", _f(v["ips"], "{:.1f}")]
-                         for k, v in runs.items()])
+        lines += ["## Data pipeline: reader cost / batch cost (engine log)", ""] + table(
+            ["run", "windows", "mean batch cost s", "mean reader cost s", "reader share", "after 1st window", "img/s"],
+            [[k, v["windows"], _f(v["mean_batch_cost_s"], "{:.4f}"), _f(v["mean_reader_cost_s"], "{:.4f}"),
+              f"{100 * v['reader_share']:.2f}%", f"{100 * v['reader_share_after_first_window']:.2f}%",
+              _f(v["ips"], "{:.1f}")] for k, v in runs.items()])
     if results.get("int8_accuracy"):
         lines += ["## INT8 accuracy (models trained on the demo digits, 64x64, validation split)", "",
                   "ONNX Runtime QDQ INT8; Paddle Lite opt QUANT_INT8 (weights only, arm), its top-1 "
                   "emulated with the weights rounded as Lite rounds them (Lite's x86 runtime cannot run "
                   "a weight-quantised .nb).", ""]
-        lines += _table(["model", "calibration images", "val images", "fp32 top-1", "int8 top-1",
-                         "drop, points", "ONNX bytes fp32 -> int8", "Lite arm .nb bytes fp32 -> int8",
-                         "Lite int8 weights top-1"],
-                        [_int8_row(k, a) for k, a in results["int8_accuracy"].items()])
+        lines += table(["model", "calibration images", "val images", "fp32 top-1", "int8 top-1", "drop, points",
+                        "ONNX bytes fp32 -> int8", "Lite arm .nb bytes fp32 -> int8", "Lite int8 weights top-1"],
+                       [_int8_row(k, a) for k, a in results["int8_accuracy"].items()])
     return "\n".join(lines + [f"- PROBLEM: {p}" for p in results.get("problems", [])]) + "\n"
 
 
@@ -193,8 +116,6 @@ def _int8_row(key, a):
             f"{li['fp32_arm_nb_bytes']} -> {li['int8_arm_nb_bytes']}" if li else a.get("lite_error", "-"),
             f"{100 * li['int8_weights_top1_emulated']:.2f}%" if li else "-"]
 
-
-# ---------------------------------------------------------------- plot
 
 def plot(results, path, log=print):
     """Throughput per engine and batch size for each model; skipped without matplotlib."""
@@ -214,7 +135,7 @@ def plot(results, path, log=print):
         names, h = list(m["engines"]), 0.8 / len(m["batches"])
         for i, b in enumerate(m["batches"]):
             ax.barh([k + i * h for k in range(len(names))], height=h, label=f"batch {b}",
-                    width=[(_stats(m["engines"][n], b) or {}).get("throughput", 0) for n in names])
+                    width=[(stats(m["engines"][n], b) or {}).get("throughput", 0) for n in names])
         ax.set_yticks([k + h * (len(m["batches"]) - 1) / 2 for k in range(len(names))], names, fontsize=7)
         ax.invert_yaxis()
         ax.set_title(f"{m['model']} {m['size']}x{m['size']}", fontsize=9)

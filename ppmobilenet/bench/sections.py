@@ -18,47 +18,11 @@ from ppmobilenet.deploy import convert_lite
 from ppmobilenet.deploy.int8 import top1
 from ppmobilenet.deploy.predictors import DygraphPredictor
 from ppmobilenet.io import atomic_write_text, read_list_file
+from ppmobilenet.models import count_macs
 from ppmobilenet.weights import read_safe_weights, save_safe_weights
 
 from . import agreement, prepare, report, specs
-from .procs import BenchError, Worker
-from .timing import interleave
-
-
-def measure(engines, batches, timing, log_dir, log):
-    """Start the engines (at once: their imports overlap), time them side by side at each batch,
-    then collect the outputs the agreement compares and each process's peak memory.
-    -> ({name: {"batches", "memory", "engine", "env"}}, {name: outputs}, {name: error})"""
-    workers = {name: Worker(name, spec, cmd, env, log_dir, ranks) for name, spec, cmd, env, ranks in engines}
-    results, outputs, errors = {}, {}, {}
-    try:
-        for name, w in list(workers.items()):
-            try:
-                w.wait_ready()
-            except BenchError as e:
-                errors[name] = str(e)
-                workers.pop(name).kill()
-        for batch in batches:
-            log(f"  batch {batch}: {len(workers)} engines, {timing['rounds']} interleaved rounds")
-            stats, errs = interleave(workers, batch, log=log, **timing)
-            errors.update(errs)
-            for name, st in stats.items():
-                results.setdefault(name, {"batches": {}})["batches"][str(batch)] = st
-        for name in [n for n in workers if n not in errors]:
-            try:
-                workers[name].call("outputs", path=os.path.join(log_dir, f"{name}.npy"))
-                outputs[name] = np.load(os.path.join(log_dir, f"{name}.npy"))
-            except BenchError as e:
-                errors[name] = str(e)
-    finally:
-        for name, w in workers.items():
-            try:
-                memory = w.close()
-            except BenchError:
-                continue
-            if name in results:
-                results[name].update(memory=memory, engine=w.info["info"], env=w.info["env"])
-    return results, outputs, errors
+from .procs import BenchError, measure
 
 
 def inference_model(key, arch, size, opts, work, log, weights=None):
@@ -80,6 +44,7 @@ def inference_model(key, arch, size, opts, work, log, weights=None):
         engines, opts["batches"], {k: opts[k] for k in ("rounds", "warmup", "target_s", "gap_s")},
         os.path.join(work, "logs", f"{key}_{size}"), log)
     res["prepare_s"] = time.time() - t0
+    outputs = {n: np.load(f) for n, f in outputs.items()}
     ref = next((n for n in (f"paddle-onednn-{t}t" for t in (1, available_cores())) if n in outputs),
                next(iter(outputs), None))
     if ref:
@@ -107,11 +72,11 @@ def training(cases, opts, work, log):
         log(f"[training] {key}: {size}x{size}, batch {batch}")
         d = os.path.join(work, "train", f"{key}_{size}_b{batch}")
         # the same start for every engine; unsharpened: training losses stay near log(classes)
-        _, weights = prepare.make_weights(arch, os.path.join(d, "init.safetensors"), sharpen=1.0)
+        model, weights = prepare.make_weights(arch, os.path.join(d, "init.safetensors"), sharpen=1.0)
         engines, skipped = specs.train_engines(opts["train_engines"], arch, size, weights, d)
         res = {"model": key, "arch": arch, "size": size, "batch": batch, "batches": [batch], "engines": {},
-               "skipped": skipped, "errors": {}, "groups": _train_groups([e[0] for e in engines], size,
-                                                                             batch)}
+               "skipped": skipped, "errors": {}, "macs_per_image": count_macs(model, size),
+               "groups": _train_groups([e[0] for e in engines], size, batch)}
         losses = {}
         timing = {"rounds": opts["train_rounds"], "warmup": 1, "target_s": 0.0, "gap_s": opts["gap_s"]}
         for gi, group in enumerate(res["groups"], 1):
@@ -122,7 +87,7 @@ def training(cases, opts, work, log):
             res["errors"].update(errors)
             res["engines"].update({(n if n not in res["engines"] else f"{n}@group{gi}"): dict(e, group=gi)
                                    for n, e in got.items()})
-            losses.update({n: loss.tolist() for n, loss in outs.items() if n not in losses})
+            losses.update({n: np.load(f).tolist() for n, f in outs.items() if n not in losses})
         ref = "paddle" if "paddle" in losses else next(iter(losses), None)
         if ref:
             res.update(reference=ref, agreement=agreement.compare_losses(losses, ref))
@@ -135,9 +100,8 @@ LINE = re.compile(r"batch_cost ([0-9.]+)s reader_cost ([0-9.]+)s ips ([0-9.]+)")
 
 
 def train_run(key, overrides, opts, work, log, timeout=3600):
-    """A real `tools/train.py -c configs/demo.yaml` run at the scale of DEMO_MODELS[key] ->
-    its reader and batch cost (its log lines), and its best model (for the INT8 and inference
-    sections)."""
+    """A real `tools/train.py -c configs/demo.yaml` run at the scale of DEMO_MODELS[key] -> its
+    reader and batch cost (its log lines), and its best model (for the INT8 and inference sections)."""
     out_dir, epochs = os.path.join(work, f"train_{key}"), opts["demo_epochs"]
     shutil.rmtree(out_dir, ignore_errors=True)
     cmd = [sys.executable, os.path.join(specs.ROOT, "tools", "train.py"), "-c", specs.DEMO_CONFIG, "-o",
@@ -201,21 +165,22 @@ def int8_accuracy(key, weights, opts, work, log):
            "val_images": len(xv), "fp32_top1": fp32, "int8_top1": i8, "drop_points": 100.0 * (fp32 - i8),
            "fp32_onnx_bytes": os.path.getsize(p["onnx"]), "int8_onnx_bytes": os.path.getsize(q)}
     log(f"  top-1 fp32 {100 * fp32:.2f}%  int8 {100 * i8:.2f}%  drop {res['drop_points']:.2f} points")
-    if p["nb"]:
-        try:
-            quiet = lambda m: None  # noqa: E731
-            fp32_nb = convert_lite(p["export_dir"], ["arm"], lite, log=quiet, record=False)["arm"]
-            res["lite"] = {"fp32_arm_nb_bytes": os.path.getsize(fp32_nb)}
-            q_nb = convert_lite(p["export_dir"], ["arm"], lite, quant_type="QUANT_INT8", log=quiet)["arm"]
-            res["lite"]["int8_arm_nb_bytes"] = os.path.getsize(q_nb)
-            rounded = save_safe_weights(os.path.join(work, f"{key}_int8_rounded.safetensors"),
-                                        prepare.fake_quant_weights(read_safe_weights(p["weights"])[0]), arch)
-            model = DygraphPredictor({"Arch": arch, "Global": {"output_dir": work}}, rounded)
-            pred = np.concatenate([model.predict(xv[i:i + 128]).argmax(1) for i in range(0, len(xv), 128)])
-            res["lite"]["int8_weights_top1_emulated"] = float((pred == yv).mean())
-            log(f"  Lite arm .nb: {res['lite']}")
-        except Exception as e:  # reported in the results; the fp32 / INT8 figures stand
-            res.pop("lite", None)
-            res["lite_error"] = str(e).splitlines()[0]
-            log(f"  Lite weight quantization: {res['lite_error']}")
+    if not p["nb"]:
+        return res
+    try:
+        quiet = lambda m: None  # noqa: E731
+        res["lite"] = {"fp32_arm_nb_bytes": os.path.getsize(
+            convert_lite(p["export_dir"], ["arm"], lite, log=quiet, record=False)["arm"])}
+        res["lite"]["int8_arm_nb_bytes"] = os.path.getsize(
+            convert_lite(p["export_dir"], ["arm"], lite, quant_type="QUANT_INT8", log=quiet)["arm"])
+        rounded = save_safe_weights(os.path.join(work, f"{key}_int8_rounded.safetensors"),
+                                    prepare.fake_quant_weights(read_safe_weights(p["weights"])[0]), arch)
+        model = DygraphPredictor({"Arch": arch, "Global": {"output_dir": work}}, rounded)
+        pred = np.concatenate([model.predict(xv[i:i + 128]).argmax(1) for i in range(0, len(xv), 128)])
+        res["lite"]["int8_weights_top1_emulated"] = float((pred == yv).mean())
+        log(f"  Lite arm .nb: {res['lite']}")
+    except Exception as e:  # reported in the results; the fp32 / INT8 figures stand
+        res.pop("lite", None)
+        res["lite_error"] = str(e).splitlines()[0]
+        log(f"  Lite weight quantization: {res['lite_error']}")
     return res

@@ -1,6 +1,6 @@
-"""What the benchmark runs: the models, the engines and their settings, the goals the report
-measures, and the command that starts each engine's process. A new model, engine or goal is a
-row in one of these tables."""
+"""What the benchmark runs: the models, the engines and their settings, and the command that
+starts each engine's process. A new model or engine is a row in one of these tables (a goal is
+one in goals.py)."""
 import os
 import sys
 from importlib.util import find_spec
@@ -15,19 +15,20 @@ LITE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.p
 # key -> Arch: the registry's models at ImageNet's 1000 classes, timed at --size
 REGISTRY = {
     "v1_demo_x1.0": {"name": "mobilenet_v1", "class_num": 1000, "scale": 1.0, "head": "demo"},
-    "v1_x0.25": {"name": "mobilenet_v1", "class_num": 1000, "scale": 0.25, "head": "classic"},
-    "v1_x0.5": {"name": "mobilenet_v1", "class_num": 1000, "scale": 0.5, "head": "classic"},
-    "v1_x0.75": {"name": "mobilenet_v1", "class_num": 1000, "scale": 0.75, "head": "classic"},
-    "v1_x1.0": {"name": "mobilenet_v1", "class_num": 1000, "scale": 1.0, "head": "classic"},
+    **{f"v1_x{s}": {"name": "mobilenet_v1", "class_num": 1000, "scale": s, "head": "classic"}
+       for s in (0.25, 0.5, 0.75, 1.0)},
     "v2_x1.0": {"name": "mobilenet_v2", "class_num": 1000, "scale": 1.0},
+    "v3_small_x1.0": {"name": "mobilenet_v3_small", "class_num": 1000, "scale": 1.0},
+    "v3_large_x1.0": {"name": "mobilenet_v3_large", "class_num": 1000, "scale": 1.0},
 }
+QUICK_V3 = ("v3_small_x1.0", 64)  # --quick's registry row: MobileNetV3's blocks through every engine
 # configs/demo.yaml's model at its own 64x64, and the same config at scale 1.0 (big enough for
 # INT8 kernels to pay off; x0.25's 8-256 channels gain little from them)
 DEMO_MODELS = {"demo": {"name": "mobilenet_v1", "class_num": 10, "scale": 0.25, "head": "classic"}}
 DEMO_MODELS["demo_x1.0"] = dict(DEMO_MODELS["demo"], scale=1.0)
 
 # The CPU settings an engine's process starts with: "env" is cpu_env() (OMP_NUM_THREADS where
-# unset, MKL_DEBUG_CPU_TYPE on AMD), "malloc" keep_freed_memory(); both make configure_cpu(),
+# unset, MKL_DEBUG_CPU_TYPE on AMD), "malloc" keep_freed_memory(): together configure_cpu(),
 # what every tool of the project runs first.
 PROJECT_CPU = ("env", "malloc")
 # Paddle Inference variants, one knob each (PaddlePredictor's options), to find where its time goes
@@ -40,29 +41,29 @@ PADDLE_VARIANTS = {
     "paddle-onednn-memopt": {"memory_optim": True},
     "paddle-onednn-cache1": {"onednn_cache_capacity": 1},
     "paddle-openvino": {"openvino": True, "legacy": True},  # OpenVINO inside Paddle Inference
+    "paddle-gpu": {"gpu": True},                       # --gpu
 }
 # inference family -> (row name, engine kind, the prepared file it runs, CPU settings, threads:
 # "each" a row per --threads count, "all" all cores, None left to configure_cpu as tools/infer.py)
 FAMILIES = {
     "dygraph": ("dygraph", "dygraph", "weights", PROJECT_CPU, "all"),
     **{v: (v, "paddle", "export_dir", () if o.get("keep_memory") is False else PROJECT_CPU, "each")
-       for v, o in PADDLE_VARIANTS.items()},
+       for v, o in PADDLE_VARIANTS.items() if not o.get("gpu")},
+    "paddle-gpu": ("paddle-gpu", "paddle", "export_dir", PROJECT_CPU, 1),
     "onnxruntime": ("onnxruntime", "onnx", "onnx", PROJECT_CPU, "each"),
     "int8-onnxruntime": ("int8-onnxruntime", "onnx", "int8", PROJECT_CPU, "each"),
     "lite-x86": ("lite-x86", "lite", "nb", (), 1),  # Lite's Python API has no thread setting
     "default": ("default", "default", "export_dir", PROJECT_CPU, None),
     "torch": ("torch-eager", "torch", "weights", (), "all"),
 }
-DEFAULT_INFERENCE = ("dygraph", "paddle-onednn", "paddle-onednn-untuned", "paddle-native",
-                     "paddle-openvino", "onnxruntime", "int8-onnxruntime", "lite-x86", "default",
-                     "torch")
+DEFAULT_INFERENCE = ("dygraph", "paddle-onednn", "paddle-onednn-untuned", "paddle-native", "paddle-openvino",
+                     "onnxruntime", "int8-onnxruntime", "lite-x86", "default", "torch")
 
 # Training variants: plain Paddle (threads only), each CPU setting alone, the settings with
-# Paddle's own depthwise kernel, tools/train.py's path (all of them: the packed depthwise path),
-# one process per core, the compiled kernels (ppmobilenet.kernels), and the PyTorch peer as
-# installed and with the same malloc setting (the fair peer)
-PACKED = {"packed": True}
-TRAIN_PATH = {"packed": True, "compiled": True}   # what tools/train.py runs on CPU
+# Paddle's own depthwise kernel, the packed depthwise path, tools/train.py's path (the compiled
+# kernels of ppmobilenet.kernels + packed), one process per core, and the PyTorch peer as
+# installed and with the same malloc setting (the fair peer); the GPU ones for --gpu
+PACKED, TRAIN_PATH = {"packed": True}, {"packed": True, "compiled": True}
 TRAIN_VARIANTS = {
     "paddle-untuned": {"kind": "train", "cpu": ()},
     "paddle-untuned+mkl-avx2": {"kind": "train", "cpu": ("env",)},
@@ -75,32 +76,15 @@ TRAIN_VARIANTS = {
     "paddle+onednn-flag": {"kind": "train", "options": dict(PACKED, onednn=True)},
     "torch": {"kind": "torch_train", "cpu": ()},
     "torch+keep-mem": {"kind": "torch_train", "cpu": ("malloc",)},
+    "paddle-gpu": {"kind": "train", "device": "gpu"},
+    "paddle-gpu+amp": {"kind": "train", "device": "gpu", "options": {"amp": True}},  # AMP O1
 }
 DEFAULT_TRAIN = ("paddle-untuned", "paddle-untuned+mkl-avx2", "paddle-unpacked", "paddle-packed", "paddle",
                  "paddle+dp", "torch", "torch+keep-mem")
-
-# The goals (issues 4, 11, 13): the report gives subject / best peer per model, batch and thread
-# count ({t} in both names binds it), and, round by round, vs the toughest peer. A peer running
-# the subject's own engine at its own thread count is its twin: their ratio is the noise.
-RATIO_GOALS = (
-    {"goal": "default inference path >= the best of ONNX Runtime and Paddle Inference",
-     "section": "inference", "subject": "default", "peers": ("onnxruntime-*", "paddle-*"),
-     "twin": {"onnx": "onnxruntime-{threads}t", "paddle": "paddle-onednn-{threads}t"},
-     "target": ">= 1.0"},
-    {"goal": "INT8 vs fp32, same engine", "section": "inference", "batches": (8,),
-     "subject": "int8-onnxruntime-{t}t", "peers": ("onnxruntime-{t}t",), "target": ">= 2.0"},
-    {"goal": "training: tools/train.py vs PyTorch eager, same malloc setting",
-     "section": "training", "subject": "paddle", "peers": ("torch+keep-mem",), "target": ">= 1.0"},
-    {"goal": "training: one process per core vs PyTorch eager, same malloc setting",
-     "section": "training", "subject": "paddle+dp", "peers": ("torch+keep-mem",)},
-    {"goal": "training: tools/train.py vs PyTorch eager as installed", "section": "training",
-     "subject": "paddle", "peers": ("torch",)},
-)
-# goals on one measured value: (goal, results section, value, scale shown, target)
-VALUE_GOALS = (
-    ("INT8 top-1 drop on the demo validation split, points", "int8_accuracy", "drop_points", 1, "<= 1.0"),
-    ("reader cost / batch cost, %", "reader", "reader_share", 100, "<= 5"),
-)
+# --gpu: MobileNetV1 x1.0 at 224, training at batch 256 (fp32, AMP O1), Paddle Inference at 1 and 64
+GPU = {"sections": ["inference", "training"], "models": ["v1_x1.0"], "size": 224, "batches": [1, 64],
+       "engines": ["paddle-gpu"], "train_engines": ["paddle-gpu", "paddle-gpu+amp"], "train_batch": 256,
+       "train_cases": [("v1_x1.0", REGISTRY["v1_x1.0"], 224, None)]}
 
 
 def thread_counts():
@@ -140,8 +124,7 @@ def train_engines(variants, arch, size, weights, work_dir):
     """-> ([engine], {variant: why skipped}); weights: the .safetensors every variant starts from."""
     engines, skipped, cores = [], {}, available_cores()
     for v in variants:
-        spec = dict(TRAIN_VARIANTS[v], arch=arch, image_shape=[3, size, size], path=weights,
-                    work_dir=work_dir)
+        spec = dict(TRAIN_VARIANTS[v], arch=arch, image_shape=[3, size, size], path=weights, work_dir=work_dir)
         cpu, launch = spec.pop("cpu", PROJECT_CPU), spec.pop("launch", False)
         if launch and cores < 2:
             skipped[v] = "data parallel needs at least 2 cores"

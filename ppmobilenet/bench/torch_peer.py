@@ -1,8 +1,8 @@
-"""The benchmark's PyTorch peer: ppmobilenet's MobileNetV1 / V2 layer for layer in torch.nn (never
-downloaded; torch is the optional `bench` extra), and its eval and training engines. Module names
-and creation order mirror ppmobilenet.models, so a Paddle state dict maps onto it by name: both
-frameworks run the same network from the same numbers. Imports no Paddle (its process holds
-PyTorch's memory only)."""
+"""The benchmark's PyTorch peer: ppmobilenet's MobileNetV1 / V2 / V3 (paddle lineage) layer for
+layer in torch.nn (never downloaded; torch is the optional `bench` extra), and its eval and
+training engines. Module names mirror ppmobilenet.models, so a Paddle state dict maps onto it by
+name: both frameworks run the same network from the same numbers. Imports no Paddle (its process
+holds PyTorch's memory only), hence the block tables repeated from ppmobilenet.models."""
 from collections import OrderedDict
 
 import torch
@@ -18,12 +18,25 @@ V1_BLOCKS = [(32, 64, 32, 1), (64, 128, 64, 2), (128, 128, 128, 1), (128, 256, 1
 # (t, c, n, s) as ppmobilenet.models.mobilenet_v2.BOTTLENECKS
 V2_BOTTLENECKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                   (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+# (kernel, expanded, out, SE, hardswish, stride) as ppmobilenet.models.mobilenet_v3; last 1x1 conv
+V3 = {"large": ([(3, 16, 16, 0, 0, 1), (3, 64, 24, 0, 0, 2), (3, 72, 24, 0, 0, 1), (5, 72, 40, 1, 0, 2),
+                 (5, 120, 40, 1, 0, 1), (5, 120, 40, 1, 0, 1), (3, 240, 80, 0, 1, 2), (3, 200, 80, 0, 1, 1),
+                 (3, 184, 80, 0, 1, 1), (3, 184, 80, 0, 1, 1), (3, 480, 112, 1, 1, 1), (3, 672, 112, 1, 1, 1),
+                 (5, 672, 160, 1, 1, 2), (5, 960, 160, 1, 1, 1), (5, 960, 160, 1, 1, 1)], 960),
+      "small": ([(3, 16, 16, 1, 0, 2), (3, 72, 24, 0, 0, 2), (3, 88, 24, 0, 0, 1), (5, 96, 40, 1, 1, 2),
+                 (5, 240, 40, 1, 1, 1), (5, 240, 40, 1, 1, 1), (5, 120, 48, 1, 1, 1), (5, 144, 48, 1, 1, 1),
+                 (5, 288, 96, 1, 1, 2), (5, 576, 96, 1, 1, 1), (5, 576, 96, 1, 1, 1)], 576)}
 
 
 def conv_bn(cin, cout, k, stride, groups=1, act=nn.ReLU):
     # Paddle's BatchNorm momentum 0.9 (the weight of the old value) is torch's 0.1
     return nn.Sequential(OrderedDict(conv=nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
                                      bn=nn.BatchNorm2d(cout, eps=1e-5, momentum=0.1), act=act()))
+
+
+def make_divisible(value, divisor=8):
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 def mobilenet_v1(class_dim, scale, head):
@@ -39,17 +52,27 @@ def mobilenet_v1(class_dim, scale, head):
     return nn.Sequential(layers)
 
 
-class InvertedResidual(nn.Module):
-    def __init__(self, cin, cout, stride, t, shortcut):
+class SqueezeExcitation(nn.Module):
+    def __init__(self, c):
         super().__init__()
-        hidden = int(round(cin * t))
-        self.expand = conv_bn(cin, hidden, 1, 1, act=nn.ReLU6)
-        self.dwise = conv_bn(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6)
+        self.reduce, self.expand = nn.Conv2d(c, c // 4, 1), nn.Conv2d(c // 4, c, 1)
+
+    def forward(self, x):  # PaddleClas's hard-sigmoid: slope 0.2
+        gate = self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True))))
+        return x * torch.clamp(0.2 * gate + 0.5, 0.0, 1.0)
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, hidden, cout, stride, k=3, act=nn.ReLU6, se=False):
+        super().__init__()
+        self.expand = conv_bn(cin, hidden, 1, 1, act=act)
+        self.dwise = conv_bn(hidden, hidden, k, stride, groups=hidden, act=act)
+        self.se = SqueezeExcitation(hidden) if se else nn.Identity()
         self.linear = conv_bn(hidden, cout, 1, 1, act=nn.Identity)
-        self.shortcut = shortcut
+        self.shortcut = stride == 1 and cin == cout
 
     def forward(self, x):
-        y = self.linear(self.dwise(self.expand(x)))
+        y = self.linear(self.se(self.dwise(self.expand(x))))
         return x + y if self.shortcut else y
 
 
@@ -58,7 +81,7 @@ def mobilenet_v2(class_dim, scale):
     layers = OrderedDict(conv1=conv_bn(3, cin, 3, 2, act=nn.ReLU6))
     for t, c, n, s in V2_BOTTLENECKS:
         for i in range(n):
-            blocks.append(InvertedResidual(cin, int(c * scale), s if i == 0 else 1, t, i > 0))
+            blocks.append(InvertedResidual(cin, int(round(cin * t)), int(c * scale), s if i == 0 else 1))
             cin = int(c * scale)
     last = int(1280 * scale) if scale > 1.0 else 1280
     layers.update(blocks=nn.Sequential(*blocks), conv9=conv_bn(cin, last, 1, 1, act=nn.ReLU6),
@@ -66,37 +89,56 @@ def mobilenet_v2(class_dim, scale):
     return nn.Sequential(layers)
 
 
+class DownscaleInInfer(nn.Dropout):
+    """Paddle's dropout mode "downscale_in_infer": no upscaling in training, times 1 - p in eval."""
+
+    def forward(self, x):
+        return super().forward(x) * (1 - self.p) if self.training else x * (1 - self.p)
+
+
+def mobilenet_v3(class_dim, scale, size):
+    table, last = V3[size]
+    cin, blocks = make_divisible(16 * scale), []
+    layers = OrderedDict(conv1=conv_bn(3, cin, 3, 2, act=nn.Hardswish))
+    for k, e, c, se, hswish, s in table:
+        blocks.append(InvertedResidual(cin, make_divisible(e * scale), make_divisible(c * scale), s, k,
+                                       nn.Hardswish if hswish else nn.ReLU, se))
+        cin = make_divisible(c * scale)
+    layers.update(blocks=nn.Sequential(*blocks), lastconv=conv_bn(cin, make_divisible(last * scale), 1, 1,
+                                                                   act=nn.Hardswish),
+                  pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
+                  pre_fc=nn.Linear(make_divisible(last * scale), 1280, bias=False), act=nn.Hardswish(),
+                  dropout=DownscaleInInfer(0.2), fc=nn.Linear(1280, class_dim))
+    return nn.Sequential(layers)
+
+
 def build_torch_model(arch):
-    """arch: the config's Arch section ({name, class_num, scale, head})."""
-    if arch["name"] == "mobilenet_v1":
-        return mobilenet_v1(arch["class_num"], arch.get("scale", 1.0), arch.get("head", "demo"))
-    if arch["name"] == "mobilenet_v2":
-        return mobilenet_v2(arch["class_num"], arch.get("scale", 1.0))
-    raise ValueError(f"no PyTorch peer for model {arch['name']!r}")
+    """arch: the config's Arch section ({name, class_num, scale, head, variant})."""
+    name, scale = arch["name"], arch.get("scale", 1.0)
+    if arch.get("variant", "paddle") != "paddle":
+        raise ValueError(f"no PyTorch peer for the {arch['variant']} variant")
+    if name == "mobilenet_v1":
+        return mobilenet_v1(arch["class_num"], scale, arch.get("head", "demo"))
+    if name == "mobilenet_v2":
+        return mobilenet_v2(arch["class_num"], scale)
+    if name.startswith("mobilenet_v3_"):
+        return mobilenet_v3(arch["class_num"], scale, name[len("mobilenet_v3_"):])
+    raise ValueError(f"no PyTorch peer for model {name!r}")
 
 
 _RENAME = {"_mean": "running_mean", "_variance": "running_var"}
 
 
 def load_paddle_state(model, state):
-    """state: {paddle name: numpy array}. Every tensor must map; Linear weights are transposed
-    (Paddle stores [in, out]; the demo head's class_dim x class_dim fc is square, so shapes
-    cannot tell)."""
+    """state: {paddle name: numpy array}. Every tensor must map (torch's strict load names the
+    rest); Linear weights are transposed (Paddle stores [in, out]; the demo head's class_dim x
+    class_dim fc is square, so shapes cannot tell)."""
     own, new = model.state_dict(), {}
     for name, value in state.items():
         prefix, _, last = name.rpartition(".")
-        key = f"{prefix}.{_RENAME.get(last, last)}"
-        if key not in own:
-            raise KeyError(f"Paddle tensor {name} has no PyTorch counterpart ({key})")
         t = torch.from_numpy(value.copy())
-        t = t.t().contiguous() if t.ndim == 2 else t
-        if tuple(t.shape) != tuple(own[key].shape):
-            raise ValueError(f"{name}: shape {list(t.shape)} vs PyTorch {list(own[key].shape)}")
-        new[key] = t
-    missing = sorted(k for k in own if k not in new and not k.endswith("num_batches_tracked"))
-    if missing:
-        raise KeyError(f"PyTorch tensors without a Paddle value: {missing[:5]}")
-    model.load_state_dict(new, strict=False)
+        new[f"{prefix}.{_RENAME.get(last, last)}"] = t.t().contiguous() if t.ndim == 2 else t
+    model.load_state_dict({**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **new})
     return model
 
 

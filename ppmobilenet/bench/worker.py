@@ -1,10 +1,7 @@
-"""The engine side of the benchmark: one engine in one fresh process, driven over a local socket.
-
-A process per engine gives each its own threads and peak memory (VmHWM), keeps the settings that
-must precede a library's import (OMP_NUM_THREADS, MKL_DEBUG_CPU_TYPE, mallopt) per engine, and
-lets Lite run in the Lite interpreter: so this module needs only the standard library and numpy.
-Run as a script there it serves the Lite engine; `tools/benchmark.py --engine SPEC` serves the
-others. Under paddle.distributed.launch every rank connects and gets every command.
+"""An engine's own process (started by procs.py): its own peak memory (VmHWM) and the settings
+that must precede a library's import. Standard library, numpy and ppmobilenet.board only: as a
+script in Paddle Lite's interpreter it serves the Lite engine; `tools/benchmark.py --engine SPEC`
+serves the others. Under paddle.distributed.launch every rank connects and gets every command.
 
 Protocol, a JSON object a line: hello {"rank", "pid", "info", "env"}; then {"op": "prepare",
 "batch", "warmup"}, {"op": "time", "n"} -> {"wall", "cpu"} seconds of n steps, {"op": "outputs",
@@ -19,10 +16,13 @@ import traceback
 
 import numpy as np
 
+# Started as a script, this folder is sys.path[0]; appended so the interpreter's own numpy wins.
+sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from ppmobilenet.board import lite_predictor, lite_run  # noqa: E402
+
 
 def maxrss_kb():
-    """Peak resident memory of this process (VmHWM, KiB): fresh at exec, unlike ru_maxrss, which
-    Linux carries over from the parent."""
+    """Peak resident memory (VmHWM, KiB): fresh at exec, unlike ru_maxrss (kept from the parent)."""
     with open("/proc/self/status") as f:
         return next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
 
@@ -47,10 +47,9 @@ class Inference:
 
 
 class Training:
-    """Training steps on one fixed random batch: compute only (the reader is measured apart).
-    make_step(x, y) -> a function that runs one step and returns the loss. `outputs` are the
-    losses of the first two steps from the shared initial weights: the first checks the forward
-    pass, the second the gradients and the update (later ones drift apart on random labels)."""
+    """Steps on one fixed random batch (compute only: the reader is measured apart); make_step(x, y)
+    -> a step returning the loss. `outputs`: the first two losses from the shared weights (the
+    forward pass, then gradients and update; later ones drift apart on random labels)."""
 
     def __init__(self, make_step, spec, info):
         self.make_step, self.spec, self.info, self.batch = make_step, spec, info, None
@@ -85,9 +84,8 @@ def _answer(engine, cmd, rank):
             cpu.append(time.process_time() - c)
         return {"wall": wall, "cpu": cpu}
     if cmd["op"] == "outputs":
-        out = np.asarray(engine.outputs())
         if rank == 0:
-            np.save(cmd["path"], out)
+            np.save(cmd["path"], np.asarray(engine.outputs()))
         return {}
     raise ValueError(f"unknown op {cmd['op']!r}")
 
@@ -106,7 +104,7 @@ def serve(spec, make_engine, base_rss_kb):
     except Exception as e:  # the benchmark reports it against this engine, with this log
         traceback.print_exc()
         return reply({"error": f"loading: {type(e).__name__}: {e}"}) or 1
-    reply({"rank": rank, "pid": os.getpid(), "info": engine.info,
+    reply({"rank": rank, "pid": os.getpid(), "info": dict(engine.info, paddle_loaded="paddle" in sys.modules),
            "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE")}})
     for line in stream:
         cmd = json.loads(line)
@@ -121,19 +119,11 @@ def serve(spec, make_engine, base_rss_kb):
 
 
 def lite_engine(spec):
-    """An x86 .nb in Paddle Lite's own runtime (one thread: its Python API has no setting)."""
-    from paddlelite.lite import MobileConfig, create_paddle_predictor  # in the Lite interpreter
-    config = MobileConfig()
-    config.set_model_from_file(spec["path"])
-    predictor = create_paddle_predictor(config)
-
-    def predict(x):
-        predictor.get_input(0).from_numpy(x)
-        predictor.run()
-        return predictor.get_output(0).numpy().copy()
-    return Inference(predict, spec["inputs"], {"backend": "lite"})
+    """An x86 .nb in Paddle Lite's own runtime (one thread: its x86 Python API has no setting)."""
+    predictor = lite_predictor(spec["path"])
+    return Inference(lambda x: lite_run(predictor, x), spec["inputs"], {"backend": "lite"})
 
 
-if __name__ == "__main__":  # in the Lite interpreter: no paddle, no ppmobilenet
+if __name__ == "__main__":  # in the Lite interpreter: no paddle
     base, SPEC = maxrss_kb(), json.loads(sys.argv[1])
     sys.exit(serve(SPEC, lambda: lite_engine(SPEC), base))

@@ -3,7 +3,7 @@ Paddle Inference with and without oneDNN at 1 and all cores, Paddle Lite x86 .nb
 INT8 ONNX Runtime, the project's default path, PyTorch eager as a peer), training img/s against
 PyTorch eager, reader cost in real training runs, and INT8 accuracy on the demo digits.
 
-  python tools/benchmark.py --quick            # CI: < 2 min; numbers from every engine + agreement
+  python tools/benchmark.py --quick            # CI: 2-3 min; numbers from every engine + agreement
   python tools/benchmark.py                    # everything (about 30-40 minutes on 2 cores)
   python tools/benchmark.py --sections inference --models v1_x1.0 --engines paddle-onednn,onnxruntime,default
 
@@ -41,9 +41,11 @@ def _engine_process(spec):
     if "malloc" in spec["cpu"]:
         keep_freed_memory()
 
-    def make():
-        if spec["kind"].startswith("torch"):  # the PyTorch peer's process never loads Paddle
+    def make():  # the ONNX Runtime and PyTorch processes never load Paddle
+        if spec["kind"].startswith("torch"):
             from ..bench import torch_peer as module
+        elif spec["kind"] == "onnx":
+            from ..bench import onnx_engine as module
         else:
             from ..bench import engines as module
         return module.make(spec)
@@ -66,15 +68,17 @@ def _one_of(known):
 def _parser(specs):
     models = {**specs.DEMO_MODELS, **specs.REGISTRY}
 
-    def case(item):
-        key, _, size = item.partition("@")
-        if key not in models or not size.isdigit():
-            raise argparse.ArgumentTypeError(f"{item!r} is not model@size with a model from "
+    def case(item):  # model@size[:batch]
+        key, _, rest = item.partition("@")
+        size, _, batch = rest.partition(":")
+        if key not in models or not size.isdigit() or not (batch.isdigit() or batch == ""):
+            raise argparse.ArgumentTypeError(f"{item!r} is not model@size[:batch] with a model from "
                                              f"{', '.join(models)}")
-        return key, models[key], int(size)
+        return key, models[key], int(size), int(batch) if batch else None
     p = command_parser(__doc__)
     add = p.add_argument
-    add("--quick", action="store_true", help="CI check (< 2 min): the demo-sized model, every engine, "
+    add("--quick", action="store_true", help="CI check (2-3 min): the demo model and MobileNetV3 small at 64x64, "
+        "every engine, "
         "2 short rounds; verifies that each engine gives numbers and that the engines agree")
     add("--out", default=os.path.join("output", "benchmark"),
         help="folder for results.json, .md, .png and work files")
@@ -96,8 +100,8 @@ def _parser(specs):
     add("--train-engines", type=_listed(_one_of(specs.TRAIN_VARIANTS)), default=list(specs.DEFAULT_TRAIN),
         help=f"training variants: {', '.join(specs.TRAIN_VARIANTS)}")
     add("--train-cases", type=_listed(case), default="v1_x1.0@224,demo@64",
-        help="model@size pairs for training throughput (batch --train-batch)")
-    add("--train-batch", type=int, default=32)
+        help="model@size[:batch] for training throughput [batch: --train-batch]")
+    add("--train-batch", type=int, help="[32; the demo models: 64, configs/demo.yaml's batch]")
     add("--train-rounds", type=int, default=5)
     add("--demo-weights", help="a trained configs/demo.yaml model for the INT8 accuracy and the demo rows "
         "[trained by the reader section]")
@@ -105,7 +109,7 @@ def _parser(specs):
     add("--demo-epochs", type=int, default=10)
     add("--reader-images-224", type=int, default=320, help="training images in the 224x224 reader-cost run")
     add("--calib-images", type=int, default=128, help="INT8 calibration images (>= 100)")
-    add("--gpu", action="store_true", help="only the GPU script (ppmobilenet/bench/gpu.py): training fp32 / "
+    add("--gpu", action="store_true", help="the GPU rows only: MobileNetV1 x1.0 at 224, training fp32 / "
         "AMP O1 at batch 256, Paddle Inference at batch 1 / 64; needs a CUDA paddle")
     add("--lite-python", help="Python with paddlelite [$PPMOBILENET_LITE_PYTHON, the provisioned venv]")
     return p
@@ -117,16 +121,21 @@ def _benchmark(argv):
     a, log = p.parse_args(argv), lambda m: print(m, flush=True)
     if a.calib_images < 100:
         p.error("--calib-images: the INT8 goal asks for at least 100 calibration images")
-    if a.gpu:
-        from ..bench.gpu import run_gpu
-        return run_gpu(os.path.abspath(a.out), log=log) and 0
     from ..bench.run import run_benchmark
-    q = a.quick  # the demo model, one thread, 2 short rounds; training at batch 8, one round
+    q = a.quick  # the demo model and one V3, one thread, 2 short rounds; training at batch 8, one round
     opts = dict(vars(a), sections=a.sections or (["inference", "training"] if q else list(SECTIONS)),
                 threads=a.threads or ([1] if q else specs.thread_counts()),
                 rounds=2 if q else a.rounds, warmup=1 if q else a.warmup, target_s=0.05 if q else a.target_s,
-                gap_s=0.0 if q else a.gap_s, train_rounds=1 if q else a.train_rounds,
-                train_cases=[("demo", specs.DEMO_MODELS["demo"], 64, 8)] if q else
-                [(k, arch, size, a.train_batch) for k, arch, size in a.train_cases])
+                gap_s=0.0 if q else a.gap_s, train_rounds=1 if q else a.train_rounds)
+    if a.gpu:
+        import paddle
+        if not (paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
+            from ..bench.procs import BenchError
+            raise BenchError("--gpu: this paddle is not a CUDA build or sees no GPU "
+                             f"(compiled with CUDA: {paddle.is_compiled_with_cuda()})")
+        opts.update(specs.GPU)
+    opts["train_cases"] = [("demo", specs.DEMO_MODELS["demo"], 64, 8)] if q else \
+        [(k, arch, size, b or opts["train_batch"] or (64 if k in specs.DEMO_MODELS else 32))
+         for k, arch, size, b in opts["train_cases"]]
     problems = run_benchmark(opts, os.path.abspath(a.out), "python tools/benchmark.py " + " ".join(argv), log)
     return 1 if problems else 0

@@ -128,7 +128,7 @@ def main(argv=None):
 
 
 def _infer(argv):
-    from ..deploy.predictors import BACKENDS, DEFAULT_BACKEND
+    from ..deploy.runtimes import BACKENDS, DEFAULT_BACKEND
     a = _parser(BACKENDS, DEFAULT_BACKEND).parse_args(argv)
     from ..config import SCHEMA, load_config
     from ..deploy.classify import classify, format_table

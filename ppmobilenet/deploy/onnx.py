@@ -5,7 +5,7 @@ from importlib import import_module
 from ..io import atomic_output
 from .errors import DeployError
 from .meta import PIR_FILES, read_meta, require_files, write_meta
-from .predictors import ONNX_FILE
+from .runtimes import ONNX_FILE
 
 OPSET = 13
 

@@ -11,84 +11,22 @@ auto      export dir                    onnx when onnxruntime is installed and t
 
 Threads: paddle and onnx take a thread count; without one (threads=None) they use all cores for
 a call of real work and one thread for a call too small to share (threads_for).
+The onnx and lite predictors live in deploy/runtimes.py, which imports no Paddle.
 """
 import os
-from importlib.util import find_spec
 
 import numpy as np
 import paddle
 from paddle import inference
 
-from ppmobilenet.cpu import available_cores, keep_freed_memory
-from ppmobilenet.models import build_model_from_arch
-from ppmobilenet.weights import load_weights
-
+from ..cpu import keep_freed_memory
+from ..models import build_model_from_arch
+from ..weights import load_weights
 from .errors import DeployError
-from .lite import run_lite
-from .lite_env import find_lite_python
-from .meta import LEGACY_FILES, PIR_FILES, read_meta, require_files
-from .lite import inspect_nb
-
-BACKENDS = ("auto", "dygraph", "paddle", "lite", "onnx")
-# Below this many multiply-adds per call one thread beats all cores: starting and joining the
-# threads of every layer costs more than they save. Measured with tools/benchmark.py on 2 cores
-# (docs/benchmark_findings.md, finding 5): the demo model (3.4M MACs an image) at batch 1 runs
-# 1.4x faster on one thread in both ONNX Runtime and Paddle Inference; at batch 8 (27M) two
-# threads win by 1.3-1.7x.
-SMALL_CALL_MACS = 15_000_000
-DEFAULT_BACKEND = "auto"  # tools/infer.py's --backend default
-ONNX_FILE = "inference.onnx"
-
-
-def resolve_backend(backend, export_dir=None, onnx_file=None):
-    """"auto" -> "onnx" or "paddle"; any other name unchanged. ONNX Runtime runs MobileNet
-    1.3-1.5x faster than Paddle Inference on the CPUs measured, so it wins where it can run."""
-    if backend != "auto":
-        return backend
-    onnx_file = onnx_file or (os.path.join(export_dir, ONNX_FILE) if export_dir else None)
-    if onnx_file and os.path.isfile(onnx_file) and find_spec("onnxruntime") is not None:
-        return "onnx"
-    return "paddle"
-
-
-def threads_for(batch, macs_per_image, max_threads):
-    """The thread count for one call of `batch` images (see SMALL_CALL_MACS)."""
-    if max_threads <= 1 or not macs_per_image:
-        return max_threads
-    return 1 if batch * macs_per_image < SMALL_CALL_MACS else max_threads
-
-
-class _PerThreadCount:
-    """Runtimes fix their thread count when they are made: one instance per count in use,
-    made on first use, chosen per call by threads_for (or always `threads` when given)."""
-
-    def __init__(self, make, threads=None, macs_per_image=None):
-        self._make, self._fixed, self._macs = make, threads, macs_per_image
-        self._max = available_cores()
-        self._made = {}
-
-    def count_for(self, batch):
-        return int(self._fixed) if self._fixed else threads_for(batch, self._macs, self._max)
-
-    def for_batch(self, batch):
-        t = self.count_for(batch)
-        if t not in self._made:
-            self._made[t] = self._make(t)
-        return self._made[t]
-
-
-class Predictor:
-    backend = None
-
-    def predict(self, batch):
-        raise NotImplementedError
-
-    def predict_batches(self, batches):
-        return [self.predict(b) for b in batches]
-
-    def threads_for_batch(self, batch):
-        """The thread count a call of `batch` images runs with (None: the runtime decides)."""
-        return None
+from .meta import LEGACY_FILES, PIR_FILES, require_files
+from .runtimes import (BACKENDS, DEFAULT_BACKEND, ONNX_FILE, SMALL_CALL_MACS, LitePredictor,  # noqa: F401
+                       OnnxPredictor, PerThreadCount, Predictor, lite_nb_for, macs_per_image,
+                       resolve_backend, threads_for)
 
 
 class PaddlePredictor(Predictor):
@@ -112,7 +50,7 @@ class PaddlePredictor(Predictor):
                        onednn_cache_capacity=onednn_cache_capacity, memory_optim=memory_optim,
                        # OpenVINO caches its compiled model; its default is ./__cache__ in the cwd
                        optim_cache_dir=optim_cache_dir or os.path.join(export_dir, ".openvino_cache"))
-        self._runtimes = _PerThreadCount(lambda t: self._make(paths, t, **options), threads,
+        self._runtimes = PerThreadCount(lambda t: self._make(paths, t, **options), threads,
                                          macs_per_image)
         self._runtimes.for_batch(1)  # bad files fail here, not on the first batch
 
@@ -155,58 +93,6 @@ class PaddlePredictor(Predictor):
         return out.copy_to_cpu()
 
 
-class OnnxPredictor(Predictor):
-    backend = "onnx"
-
-    def __init__(self, onnx_file, threads=None, macs_per_image=None):
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise DeployError("backend onnx needs onnxruntime: pip install onnxruntime "
-                              "(or pip install 'ppmobilenet[onnx]')") from None
-        if not os.path.isfile(onnx_file):
-            raise DeployError(f"ONNX model {onnx_file}: not found (export with --onnx)")
-        self._sessions = _PerThreadCount(lambda t: self._make(onnx_file, t), threads, macs_per_image)
-        self._input = self._sessions.for_batch(1).get_inputs()[0].name  # a bad file fails here
-
-    @staticmethod
-    def _make(onnx_file, threads):
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # paddle2onnx leaves an unused initializer ORT warns about
-        opts.intra_op_num_threads = int(threads)
-        try:
-            return ort.InferenceSession(onnx_file, opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types for bad files
-            raise DeployError(f"ONNX model {onnx_file}: cannot be loaded ({e})") from None
-
-    def threads_for_batch(self, batch):
-        return self._sessions.count_for(batch)
-
-    def predict(self, batch):
-        batch = np.ascontiguousarray(batch, dtype="float32")
-        return self._sessions.for_batch(len(batch)).run(None, {self._input: batch})[0]
-
-
-class LitePredictor(Predictor):
-    """An x86 .nb in Lite's own runtime. All batches go through one subprocess call."""
-    backend = "lite"
-
-    def __init__(self, nb, lite_python=None, runtime=None):
-        if os.path.basename(nb).endswith("_arm.nb"):
-            raise DeployError(f"Lite model {nb}: an ARM .nb runs on x86 without error but returns "
-                              f"garbage; use the x86 .nb here and the ARM one on the board")
-        inspect_nb(nb)
-        self.nb = nb
-        self.runtime = runtime or find_lite_python(lite_python)
-
-    def predict(self, batch):
-        return self.predict_batches([batch])[0]
-
-    def predict_batches(self, batches):
-        return run_lite(self.nb, list(batches), runtime=self.runtime)
-
-
 class DygraphPredictor(Predictor):
     backend = "dygraph"
 
@@ -231,16 +117,6 @@ class DygraphPredictor(Predictor):
         return out.numpy()
 
 
-def lite_nb_for(export_dir):
-    """The x86 .nb recorded in export_meta.json (the one Lite can run numerically on x86)."""
-    meta = read_meta(export_dir)
-    entry = (meta.get("lite") or {}).get("x86")
-    if not entry:
-        raise DeployError(f"export folder {export_dir}: no x86 Lite model recorded in export_meta.json; "
-                          f"convert with tools/export.py --lite x86")
-    return os.path.join(export_dir, entry["file"])
-
-
 def create_predictor(backend, export_dir=None, cfg=None, checkpoint=None, threads=None,
                      lite_python=None, nb=None, onnx_file=None):
     if backend not in BACKENDS:
@@ -260,20 +136,10 @@ def create_predictor(backend, export_dir=None, cfg=None, checkpoint=None, thread
     if not export_dir:
         raise DeployError(f"backend {backend} needs an export folder (--model-dir or "
                           f"Global.save_inference_dir)")
-    macs = _macs_per_image(export_dir)
+    macs = macs_per_image(export_dir)
     if backend == "paddle":
         return PaddlePredictor(export_dir, threads=threads, macs_per_image=macs)
     if backend == "lite":
         return LitePredictor(lite_nb_for(export_dir), lite_python)
     return OnnxPredictor(onnx_file or os.path.join(export_dir, ONNX_FILE), threads=threads,
                          macs_per_image=macs)
-
-
-def _macs_per_image(export_dir):
-    """From export_meta.json (None for an export made before it was recorded: all cores)."""
-    try:
-        macs = read_meta(export_dir).get("macs_per_image")
-    except DeployError:
-        return None
-    return macs if isinstance(macs, (int, float)) and not isinstance(macs, bool) and macs > 0 \
-        else None
