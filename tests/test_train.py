@@ -16,13 +16,14 @@ from engine_helpers import (EVAL, ROOT, TRAIN, demo_subset, env, run_tool, tiny_
                             vdl_scalars)
 from ppmobilenet.config import load_config
 from ppmobilenet.engine import evaluate, train_one_epoch
-from ppmobilenet.engine.checkpoint import CheckpointError, load_pretrained, read_states
+from ppmobilenet.engine.checkpoint import CheckpointError, read_states
 from ppmobilenet.engine.ema import ModelEMA
 from ppmobilenet.engine.evaluation import effective_topk, topk_correct
 from ppmobilenet.engine.optim import build_lr_scheduler, build_optimizer
 from ppmobilenet.engine.runtime import seed_everything
 from ppmobilenet.engine.trainer import build_loss
 from ppmobilenet.models import build_model
+from ppmobilenet.weights import load_pretrained
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
 

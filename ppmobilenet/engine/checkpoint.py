@@ -29,7 +29,6 @@ import paddle
 from ..errors import PPMobileNetError
 from ..io import fsync_file, pid_alive, remove_quietly, replace_atomic
 from ..weights import WeightsError, load_strict, strip_suffix
-from ..weights import load_pretrained, pretrained_file  # noqa: F401 -- temporary re-export: trainer, evaluation, tests
 from ..weights.paths import CHECKPOINT_SUFFIXES as SUFFIXES
 from ..weights.pickle_reader import RNG_STATE, Opaque, load_pickle_bytes, load_pickle_weights
 from .state_json import StateFormatError, generator_state
