@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,6 +97,27 @@ def ok(r):
     """A finished tool run that exited 0 (its output in the failure message)."""
     assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r
+
+
+def weights_of(prefix, suffix=".pdparams"):
+    """{name: numpy array} of a saved weights file (`prefix` + `suffix`)."""
+    import paddle  # as demo_subset: this module stays importable before configure_cpu matters
+    return {k: v.numpy() for k, v in paddle.load(str(prefix) + suffix).items()}
+
+
+def differing_tensors(a, b, suffix=".pdparams"):
+    """-> (the names of the tensors not bit for bit equal, a's arrays, b's arrays) of two weights
+    files, which must hold the same names."""
+    pa, pb = weights_of(a, suffix), weights_of(b, suffix)
+    assert sorted(pa) == sorted(pb), (sorted(set(pa) ^ set(pb)))
+    return [k for k in pa if not np.array_equal(pa[k], pb[k])], pa, pb
+
+
+def assert_same_weights(a, b, suffix=".pdparams"):
+    """Bit for bit: docs/reliability.md promises bit-identical weights after a resume."""
+    differ, pa, pb = differing_tensors(a, b, suffix)
+    assert not differ, f"{len(differ)} tensors of {a}{suffix} differ from {b}, e.g. {differ[0]} by " \
+                       f"{float(np.abs(pa[differ[0]] - pb[differ[0]]).max())}"
 
 
 def error_line(r):

@@ -20,7 +20,8 @@ import numpy as np
 import paddle
 import pytest
 
-from engine_helpers import EVAL, ROOT, TRAIN, demo_subset, env, error_line, run_tool, run_until, tiny_config
+from engine_helpers import (EVAL, ROOT, TRAIN, assert_same_weights, demo_subset, env, error_line, ok, run_tool,
+                            run_until, tiny_config, weights_of)
 from ppmobilenet.engine.checkpoint import read_states
 from ppmobilenet.engine.optim import build_grad_scaler, build_lr_scheduler, build_optimizer
 from ppmobilenet.engine.trainer import NonFiniteLoss, build_loss, train_one_epoch
@@ -52,21 +53,7 @@ def on_gpu(cfg, *overrides, env=None):
     return r
 
 
-def ok(r):
-    assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r
 
-
-def weights(prefix):
-    return {k: v.numpy() for k, v in paddle.load(str(prefix) + ".pdparams").items()}
-
-
-def assert_bit_identical(a, b):
-    pa, pb = weights(a), weights(b)
-    assert sorted(pa) == sorted(pb)
-    differ = [k for k in pa if not np.array_equal(pa[k], pb[k])]
-    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[0]}: max abs " \
-                       f"{float(np.abs(pa[differ[0]] - pb[differ[0]]).max())}"
 
 
 def scaler_state(prefix):
@@ -95,7 +82,7 @@ def test_loss_scaling_and_unscaling_give_the_float32_weights_bit_for_bit(tmp_pat
     checkpoint shows it was on and counted every step as finite."""
     ok(run_tool(TRAIN, config(tmp_path, "fp32", data)))
     on_gpu(config(tmp_path, "o1", data, {"use_amp": True, "level": "O1", "scale_loss": 1024.0}))
-    assert_bit_identical(tmp_path / "fp32" / "latest", tmp_path / "o1" / "latest")
+    assert_same_weights(tmp_path / "fp32" / "latest", tmp_path / "o1" / "latest")
     s = scaler_state(tmp_path / "o1" / "latest")
     assert (s["scale"], s["incr_count"], s["decr_count"]) == (1024.0, STEPS, 0)
     assert s["use_dynamic_loss_scaling"] is True
@@ -114,7 +101,7 @@ def test_steps_with_overflowing_gradients_are_skipped(tmp_path, data):
                                             "use_dynamic_loss_scaling": False},
                  pretrained_model=str(tmp_path / "start.pdparams"))
     on_gpu(cfg, env={INF_LOSS_AT: "all"})
-    got = weights(tmp_path / "static" / "latest")
+    got = weights_of(tmp_path / "static" / "latest")
     trainable = {k for k, p in start.named_parameters() if not p.stop_gradient}
     stats = set(got) - trainable
     assert trainable and stats
@@ -139,8 +126,8 @@ def test_dynamic_scale_halves_on_overflow_and_its_state_survives_an_exact_resume
     assert scaler_state(tmp_path / "ref" / "epoch_1")["scale"] == 256.0
     fp32 = config(tmp_path, "fp32", data)
     ok(run_tool(TRAIN, fp32))
-    assert not np.array_equal(weights(tmp_path / "fp32" / "latest")["fc.bias"],
-                              weights(tmp_path / "ref" / "latest")["fc.bias"])  # 3 steps fewer
+    assert not np.array_equal(weights_of(tmp_path / "fp32" / "latest")["fc.bias"],
+                              weights_of(tmp_path / "ref" / "latest")["fc.bias"])  # 3 steps fewer
 
     cut = config(tmp_path, "cut", data, amp)
     run_until(cut, r"saved .*latest \(epoch 1", "Global.device=gpu", script=GPU_ON_CPU,
@@ -149,7 +136,7 @@ def test_dynamic_scale_halves_on_overflow_and_its_state_survives_an_exact_resume
     r = on_gpu(cut, f"Global.checkpoints={tmp_path / 'cut' / 'latest'}",
                env={INF_LOSS_AT: "6", STEP_OFFSET: "4"})
     assert "resumed from" in r.stdout and "global step 4" in r.stdout, r.stdout[-2000:]
-    assert_bit_identical(tmp_path / "ref" / "latest", tmp_path / "cut" / "latest")
+    assert_same_weights(tmp_path / "ref" / "latest", tmp_path / "cut" / "latest")
     assert scaler_state(tmp_path / "cut" / "latest") == end
 
 
@@ -169,7 +156,7 @@ def test_a_real_scaler_overflow_goes_on_and_a_real_nan_stops_the_run(tmp_path, d
     assert 1.0 < s["scale"] <= 2.0 ** 115, s                     # halved by the skipped steps
     skipped = 116 - int(np.log2(s["scale"]))
     assert 1 <= skipped < STEPS, s
-    got = weights(tmp_path / "huge" / "latest")
+    got = weights_of(tmp_path / "huge" / "latest")
     assert not np.array_equal(got["fc.weight"], start.state_dict()["fc.weight"].numpy())
 
     broken = dict(start.state_dict())

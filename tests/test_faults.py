@@ -20,10 +20,10 @@ import numpy as np
 import paddle
 import pytest
 
-from engine_helpers import ROOT, TRAIN, demo_subset, env, run_tool, run_until, tiny_config
-from ppmobilenet.engine.checkpoint import (FORMAT_VERSION, PAUSE_ENV, CheckpointError,
-                                           checkpoint_exists, load_checkpoint, read_states,
-                                           save_checkpoint)
+from engine_helpers import (ROOT, TRAIN, assert_same_weights, demo_subset, differing_tensors, env, ok,
+                            run_tool, run_until, tiny_config)
+from ppmobilenet.engine.checkpoint import (FORMAT_VERSION, PAUSE_ENV, CheckpointError, load_checkpoint,
+                                           read_states, save_checkpoint)
 from ppmobilenet.errors import PPMobileNetError
 from ppmobilenet.models import build_model
 
@@ -41,27 +41,8 @@ def data(tmp_path_factory):
     return demo_subset(tmp_path_factory.mktemp("faults-data"), str(cache))
 
 
-def ok(r):
-    assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r
 
 
-def weights_of(prefix):
-    return {k: v.numpy() for k, v in paddle.load(str(prefix) + ".pdparams").items()}
-
-
-def _same_weights(a, b):
-    pa, pb = weights_of(a), weights_of(b)
-    return sorted(pa) == sorted(pb) and all(np.array_equal(pa[k], pb[k]) for k in pa)
-
-
-def assert_same_weights(a, b):
-    """Bit for bit (docs/reliability.md promises bit-identical weights after a resume)."""
-    pa, pb = weights_of(a), weights_of(b)
-    assert sorted(pa) == sorted(pb)
-    differ = [k for k in pa if not np.array_equal(pa[k], pb[k])]
-    assert not differ, f"{len(differ)} tensors differ from {a}, e.g. {differ[0]} by " \
-                       f"{float(np.abs(pa[differ[0]] - pb[differ[0]]).max())}"
 
 
 # ------------------------------------------------------------------ damaged checkpoint files
@@ -578,7 +559,7 @@ def test_ten_sigkills_at_random_points_then_resume_equal_the_uninterrupted_run(t
             assert_same_weights(tmp_path / "ref" / "latest", out / "latest")
         except AssertionError as e:        # name the first epoch the chain left the reference at
             first = next((n for n in range(1, epochs + 1) if os.path.exists(out / f"epoch_{n}.pdparams")
-                          and not _same_weights(tmp_path / "ref" / f"epoch_{n}", out / f"epoch_{n}")), None)
+                          and differing_tensors(tmp_path / "ref" / f"epoch_{n}", out / f"epoch_{n}")[0]), None)
             raise AssertionError(f"{e}\nfirst epoch set that differs: {first}\n" + "\n".join(log)) from None
         got = read_states(out / "latest")
         for key in ("epoch", "global_step", "best_metric", "best_epoch", "last_eval"):

@@ -11,11 +11,9 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-import paddle
 import pytest
 
-from engine_helpers import ROOT, TRAIN, demo_subset, env, tiny_config
+from engine_helpers import ROOT, TRAIN, demo_subset, differing_tensors, env, tiny_config
 from process_helpers import proc_table, running, tree
 
 JOB_ENDS_WITHIN_S = 60
@@ -115,14 +113,8 @@ def _digests(job):
     return found
 
 
-def _weights(prefix):
-    return {k: v.numpy() for k, v in paddle.load(f"{prefix}.pdparams").items()}
-
-
 def _assert_same_weights(a, b):
-    wa, wb = _weights(a), _weights(b)
-    assert sorted(wa) == sorted(wb)
-    differ = [k for k in wa if not np.array_equal(wa[k], wb[k])]
+    differ = differing_tensors(a, b)[0]
     FIGURES["weights lost"] += len(differ)
     assert not differ, f"{len(differ)} tensors differ between {a} and {b}, e.g. {differ[0]}"
 

@@ -11,7 +11,8 @@ import paddle
 import pytest
 import yaml
 
-from engine_helpers import ROOT, TRAIN, demo_subset, env, run_tool, run_until, tiny_config, vdl_scalars
+from engine_helpers import (ROOT, TRAIN, assert_same_weights, demo_subset, env, ok, run_tool, run_until,
+                            tiny_config, vdl_scalars)
 from ppmobilenet.engine.checkpoint import (PAUSE_ENV, CheckpointError, load_checkpoint, read_states,
                                            save_checkpoint)
 
@@ -26,14 +27,6 @@ def params(prefix):
     return paddle.load(str(prefix) + ".pdparams")
 
 
-def assert_same_weights(a, b, suffix=".pdparams"):
-    """Bit for bit: docs/reliability.md promises bit-identical weights after a resume."""
-    pa, pb = paddle.load(str(a) + suffix), paddle.load(str(b) + suffix)
-    assert sorted(pa) == sorted(pb)
-    differ = [k for k in pa if not np.array_equal(pa[k].numpy(), pb[k].numpy())]
-    assert not differ, f"{len(differ)} tensors of {a}{suffix} differ, e.g. {differ[0]} by " \
-                       f"{float(np.abs(pa[differ[0]].numpy() - pb[differ[0]].numpy()).max())}"
-
 
 def assert_same_curves(want_dir, got_dir, tags=("train/loss", "train/lr", "eval/top1")):
     """The VisualDL points: the same steps, the same values (what the user sees)."""
@@ -41,10 +34,6 @@ def assert_same_curves(want_dir, got_dir, tags=("train/loss", "train/lr", "eval/
         want, got = vdl_scalars(want_dir, tag), vdl_scalars(got_dir, tag)
         assert got == want, (tag, got, want)
 
-
-def ok(r):
-    assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r
 
 
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, data):

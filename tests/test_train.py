@@ -12,7 +12,7 @@ import numpy as np
 import paddle
 import pytest
 
-from engine_helpers import (EVAL, ROOT, TRAIN, demo_subset, env, run_tool, tiny_config, train_in_process,
+from engine_helpers import (EVAL, ROOT, TRAIN, demo_subset, env, ok, run_tool, tiny_config, train_in_process,
                             vdl_scalars)
 from ppmobilenet.config import load_config
 from ppmobilenet.engine import evaluate, train_one_epoch
@@ -37,10 +37,6 @@ def cache(tmp_path_factory):
 def data(tmp_path_factory, cache):
     return demo_subset(tmp_path_factory.mktemp("train-data"), cache)
 
-
-def ok(r):
-    assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r
 
 
 # ------------------------------------------------------------------ configs and schedules
