@@ -138,6 +138,9 @@ def _loader_schema(train):
                                             "paths (else every path must stay inside image_root)"),
             "skip_bad_samples": Key("bool", False,
                                     doc="drop unreadable images and report them at epoch end"),
+            "cache_images": Key("bool", False,
+                                doc="decode every image once, when the data set is built, and keep it "
+                                    "in memory (small data sets; the loader workers share the copy)"),
             "cache_dir": Key(("str", "null"), None,
                              doc="DemoDigits: where the PNGs go [$PPMOBILENET_CACHE or ~/.cache/ppmobilenet]"),
             "image_size": Key("int", 64, check=_in(8, 1024), doc="DemoDigits: PNG side length"),

@@ -3,6 +3,7 @@ paddle.io.DataLoader with real worker processes."""
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -231,22 +232,23 @@ def test_sample_rng_is_pure_and_restores_global_state():
 
 # ------------------------------------------------------------------ bad samples through the loader
 
-def bad_set(tmp_path, skip, num_workers):
+def bad_set(tmp_path, skip, num_workers, cache_images=False):
     """6 good PNGs, one missing file and one corrupt file (list lines 4 and 8)."""
     lines = write_images(str(tmp_path), 6, size=(32, 32))
     (tmp_path / "img" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     lines = lines[:3] + ["img/missing.png 1"] + lines[3:] + ["img/corrupt.png 2"]
     lst = write_list(tmp_path / "train.txt", lines)
     sec = {"dataset": {"name": "ImageNetDataset", "image_root": str(tmp_path), "cls_label_path": lst,
-                       "skip_bad_samples": skip},
+                       "skip_bad_samples": skip, "cache_images": cache_images},
            "transforms": SMALL_TF, "sampler": {"batch_size": 3, "shuffle": False},
            "loader": {"num_workers": num_workers}}
     return make_cfg(train=sec, eval=sec, class_num=3), lst
 
 
+@pytest.mark.parametrize("cache_images", [False, True])
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_bad_image_stops_the_epoch_with_file_and_line(tmp_path, num_workers):
-    cfg, lst = bad_set(tmp_path, skip=False, num_workers=num_workers)
+def test_bad_image_stops_the_epoch_with_file_and_line(tmp_path, num_workers, cache_images):
+    cfg, lst = bad_set(tmp_path, skip=False, num_workers=num_workers, cache_images=cache_images)
     loader = build_dataloader(cfg, "Train")
     got = []
     with pytest.raises(DataError) as info:
@@ -258,9 +260,10 @@ def test_bad_image_stops_the_epoch_with_file_and_line(tmp_path, num_workers):
     assert got == [[0, 1, 2]]                              # the batch before the bad one came through
 
 
+@pytest.mark.parametrize("cache_images", [False, True])
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_skip_bad_samples_drops_and_reports_them(tmp_path, caplog, num_workers):
-    cfg, lst = bad_set(tmp_path, skip=True, num_workers=num_workers)
+def test_skip_bad_samples_drops_and_reports_them(tmp_path, caplog, num_workers, cache_images):
+    cfg, lst = bad_set(tmp_path, skip=True, num_workers=num_workers, cache_images=cache_images)
     loader = build_dataloader(cfg, "Train")
     with caplog.at_level(logging.WARNING, logger="ppmobilenet.data"):
         got = batches(loader)
@@ -403,6 +406,23 @@ def test_same_batches_whatever_num_workers(digits, tmp_path):
     c = batches(build_dataloader(digits_cfg(digits, num_workers=0), "Train", epoch=1), limit=3)
     d = batches(build_dataloader(digits_cfg(digits, num_workers=2), "Train", epoch=1), limit=3)
     assert_same(c, d)
+
+
+def test_cached_images_give_the_same_batches_without_reading_a_file_again(digits, tmp_path):
+    """cache_images decodes once, in the process that builds the data set: its loader workers
+    (forked) use that copy, so the batches equal the uncached ones even with the files gone."""
+    root = tmp_path / "copy"
+    shutil.copytree(digits["root"], root)
+    cfg = digits_subset_cfg(digits, tmp_path, n=48)
+    cfg["DataLoader"]["Train"]["dataset"]["image_root"] = str(root)
+    uncached = batches(build_dataloader(cfg, "Train", epoch=2))
+    cfg["DataLoader"]["Train"]["dataset"]["cache_images"] = True
+    cfg["DataLoader"]["Train"]["loader"]["num_workers"] = 2
+    dataset = build_dataset(cfg, "Train")
+    shutil.rmtree(root)
+    assert_same(batches(build_dataloader(cfg, "Train", epoch=2, dataset=dataset)), uncached)
+    again = batches(build_dataloader(cfg, "Train", epoch=2, dataset=dataset))
+    assert_same(again, uncached)                            # the transforms left the cache as it was
 
 
 def test_epoch_and_seed_change_order_and_augmentation(digits, tmp_path):

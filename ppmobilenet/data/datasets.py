@@ -47,6 +47,30 @@ class _SampleDataset(paddle.io.Dataset):
         self.seed = int(seed) if seed is not None else secrets.randbits(63)
         self.skip_bad_samples = bool(skip_bad_samples)
         self.epoch = 0
+        self.decoded = None
+
+    def cache_decoded_images(self):
+        """Decode every image now and keep them (DataLoader.<mode>.dataset.cache_images): built
+        before the loader forks its workers, the one copy is theirs too. A file that fails to
+        read is kept as its error, raised (or skipped) where the sample is used, as uncached."""
+        decoded = []
+        for idx in range(len(self.samples)):
+            try:
+                decoded.append(self._read(idx))
+            except SampleError as e:
+                decoded.append(e)
+        self.decoded = decoded
+
+    def _read(self, idx):
+        """Sample idx's image from its file; SampleError naming the file and list line if bad."""
+        rel, _, line = self.samples[idx]
+        path = os.path.join(self.root, rel)
+        origin = f"{self.list_file}:{line}" if line is not None else None
+        try:
+            return load_image(path)
+        except DataError as e:
+            listed = f" (listed at {origin})" if origin else ""
+            raise SampleError(f"{e}{listed}", path, origin, "read") from None
 
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
@@ -59,10 +83,13 @@ class _SampleDataset(paddle.io.Dataset):
         path = os.path.join(self.root, rel)
         origin = f"{self.list_file}:{line}" if line is not None else None
         listed = f" (listed at {origin})" if origin else ""
-        try:
-            img = load_image(path)
-        except DataError as e:
-            raise SampleError(f"{e}{listed}", path, origin, "read") from None
+        if self.decoded is None:
+            img = self._read(idx)
+        elif isinstance(self.decoded[idx], SampleError):  # a fresh one: re-raising grows a traceback
+            e = self.decoded[idx]
+            raise SampleError(str(e), e.path, e.origin, e.kind)
+        else:
+            img = self.decoded[idx].copy()  # a transform working in place must not change the cache
         try:
             with sample_rng(self.seed, self.epoch, idx):
                 x = self.transform(img)
@@ -190,13 +217,17 @@ def build_dataset(cfg, mode):
     class_num = cfg["Arch"]["class_num"]
     name = ds["name"]
     if name == "ImageNetDataset":
-        return ImageNetDataset(ds["image_root"], ds["cls_label_path"], class_num=class_num,
-                               label_file=ds["label_file"],
-                               allow_absolute_paths=ds["allow_absolute_paths"],
-                               config_section=f"DataLoader.{mode}.dataset", **common)
-    if name == "ImageFolder":
-        return ImageFolder(ds["image_root"], class_num=class_num, label_file=ds["label_file"], **common)
-    if name == "DemoDigits":
-        return DemoDigits(mode, cache_dir=ds["cache_dir"], image_size=ds["image_size"], class_num=class_num,
-                          **common)
-    raise DataError(f"DataLoader.{mode}.dataset.name: unknown dataset {name!r}")
+        dataset = ImageNetDataset(ds["image_root"], ds["cls_label_path"], class_num=class_num,
+                                  label_file=ds["label_file"],
+                                  allow_absolute_paths=ds["allow_absolute_paths"],
+                                  config_section=f"DataLoader.{mode}.dataset", **common)
+    elif name == "ImageFolder":
+        dataset = ImageFolder(ds["image_root"], class_num=class_num, label_file=ds["label_file"], **common)
+    elif name == "DemoDigits":
+        dataset = DemoDigits(mode, cache_dir=ds["cache_dir"], image_size=ds["image_size"], class_num=class_num,
+                             **common)
+    else:
+        raise DataError(f"DataLoader.{mode}.dataset.name: unknown dataset {name!r}")
+    if ds["cache_images"]:
+        dataset.cache_decoded_images()
+    return dataset
