@@ -218,6 +218,38 @@ def test_batchnorm_activation_equals_paddles(kernels, c, h, w, act):
                                    err_msg=name)
 
 
+@pytest.mark.parametrize("c,h,w,act", BATCHNORM)
+def test_evaluation_batchnorm_activation_equals_paddles(kernels, c, h, w, act):
+    """Inference mode (the running statistics, under no_grad): ppm_bn_act_infer against
+    BatchNorm2D in eval mode + the activation, within float rounding."""
+    rng = np.random.RandomState(c * 10 + h)
+    x = paddle.to_tensor((rng.standard_normal((3, c, h, w)) * 2 + 0.5).astype("float32"))
+    bn = nn.BatchNorm2D(c, epsilon=1e-5 if c % 2 else 1e-3)
+    for p, lo, hi in ((bn.weight, 0.5, 1.5), (bn.bias, -1, 1), (bn._mean, -1, 1), (bn._variance, 0.2, 3)):
+        p.set_value(rng.uniform(lo, hi, c).astype("float32"))
+    bn.eval()
+    with paddle.no_grad():
+        got, ref = ops.bn_act_inference(x, bn, act).numpy(), ACT_LAYERS[act]()(bn(x)).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6 * max(1.0, np.abs(ref).max()))
+
+
+def test_evaluation_takes_the_kernel_only_under_no_grad(kernels):
+    """An eval-mode block with gradients on (a frozen-statistics fine-tune) keeps Paddle's
+    BatchNorm, whose backward exists; under no_grad the compiled one gives the same output."""
+    paddle.seed(3)
+    block = ConvBNLayer(4, 6, 1, 1, 0)
+    block.__class__ = FusedConvBNLayer
+    block.eval()
+    x = paddle.randn([2, 4, 5, 5])
+    x.stop_gradient = False
+    y = block(x)
+    y.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+    with paddle.no_grad():
+        fast = block(x).numpy()
+    np.testing.assert_allclose(fast, y.numpy(), rtol=1e-6, atol=1e-6)
+
+
 def _pair(arch):
     paddle.seed(0)
     plain = build_model_from_arch(arch)

@@ -31,15 +31,19 @@ FUSED_ACTIVATIONS = {nn.Identity: None, nn.ReLU: "relu", ReLU6: "clip6", nn.Hard
 
 
 class FusedConvBNLayer(ConvBNLayer):
-    """A ConvBNLayer whose BatchNorm and activation run as one compiled operator when training
-    in dygraph on CPU (batch statistics; the running ones updated as Paddle's batch_norm does)."""
+    """A ConvBNLayer whose BatchNorm and activation run as one compiled operator in dygraph on
+    CPU: when training (batch statistics; the running ones updated as Paddle's batch_norm does),
+    and when evaluating under paddle.no_grad (the running statistics)."""
 
     def forward(self, x):
         x = self.conv(x)
         bn = self.bn
-        if (bn.training and type(bn) is nn.BatchNorm2D and not bn._use_global_stats
-                and _compiled_path(x)):
-            return ops.bn_act(x, bn, FUSED_ACTIVATIONS[type(self.act)])
+        if type(bn) is nn.BatchNorm2D and _compiled_path(x):
+            if bn.training and not bn._use_global_stats:
+                return ops.bn_act(x, bn, FUSED_ACTIVATIONS[type(self.act)])
+            # use_global_stats=False asks for batch statistics in eval mode too: Paddle's then
+            if not bn.training and bn._use_global_stats is None and not paddle.is_grad_enabled():
+                return ops.bn_act_inference(x, bn, FUSED_ACTIVATIONS[type(self.act)])
         return self.act(bn(x))
 
 

@@ -35,3 +35,10 @@ def bn_act(x, bn, act=None):
     updated in place) followed by the activation `act` (None, "relu", "clip6", "hardswish")."""
     return _C_ops._run_custom_op("ppm_bn_act", x, bn.weight, bn.bias, bn._mean, bn._variance,
                                  float(bn._momentum), float(bn._epsilon), ACTIVATIONS[act])[0]
+
+
+def bn_act_inference(x, bn, act=None):
+    """Inference-mode BatchNorm (the running statistics of the layer `bn`) followed by `act`;
+    no gradient: for paddle.no_grad only."""
+    return _C_ops._run_custom_op("ppm_bn_act_infer", x, bn.weight, bn.bias, bn._mean, bn._variance,
+                                 float(bn._epsilon), ACTIVATIONS[act])[0]

@@ -1,5 +1,6 @@
 // Training-mode BatchNorm over NCHW float32 fused with the activation that follows it (none,
-// ReLU, clip to [0, 6], hardswish): forward and backward (ops.cc: ppm_bn_act).
+// ReLU, clip to [0, 6], hardswish): forward and backward (ops.cc: ppm_bn_act); and the
+// inference-mode forward with the running statistics (ppm_bn_act_infer: evaluation).
 //
 // Paddle runs batch_norm and the activation as separate single-threaded kernels, each a pass
 // over memory. Here one OpenMP task takes one channel and makes every pass over that channel's
@@ -175,6 +176,21 @@ void backward_all(const float* x, const float* gamma, const float* beta, const f
   }
 }
 
+template <int ACT>
+void inference_all(const float* x, const float* gamma, const float* beta, const float* mean,
+                   const float* var, float* y, int64_t N, int64_t C, int64_t HW, float eps) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      const float a = gamma[c] / std::sqrt(var[c] + eps);
+      const float b = beta[c] - mean[c] * a;
+      const float* __restrict p = x + (n * C + c) * HW;
+      float* __restrict o = y + (n * C + c) * HW;
+#pragma omp simd
+      for (int64_t i = 0; i < HW; ++i) o[i] = act<ACT>(p[i] * a + b);
+    }
+}
+
 }  // namespace
 
 namespace ppm {
@@ -215,6 +231,21 @@ void bn_act_backward(const float* x, const float* gamma, const float* beta,
     default:
       return backward_all<kIdentity>(x, gamma, beta, saved_mean, saved_invstd, dy, dx, dgamma,
                                      dbeta, N, C, HW);
+  }
+}
+
+void bn_act_inference(const float* x, const float* gamma, const float* beta, const float* mean,
+                      const float* var, float* y, int64_t N, int64_t C, int64_t HW, float eps,
+                      int activation) {
+  switch (activation) {
+    case kReLU:
+      return inference_all<kReLU>(x, gamma, beta, mean, var, y, N, C, HW, eps);
+    case kClip6:
+      return inference_all<kClip6>(x, gamma, beta, mean, var, y, N, C, HW, eps);
+    case kHardswish:
+      return inference_all<kHardswish>(x, gamma, beta, mean, var, y, N, C, HW, eps);
+    default:
+      return inference_all<kIdentity>(x, gamma, beta, mean, var, y, N, C, HW, eps);
   }
 }
 

@@ -28,4 +28,10 @@ void bn_act_backward(const float* x, const float* gamma, const float* beta,
                      float* dx, float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t HW,
                      int activation);
 
+// inference-mode BatchNorm of x[N, C, HW] with the running statistics, then the activation:
+// y = act(x * a + b), a = gamma / sqrt(var + eps), b = beta - mean * a (Paddle's own form)
+void bn_act_inference(const float* x, const float* gamma, const float* beta, const float* mean,
+                      const float* var, float* y, int64_t N, int64_t C, int64_t HW, float eps,
+                      int activation);
+
 }  // namespace ppm

@@ -161,3 +161,23 @@ PD_BUILD_GRAD_OP(ppm_bn_act)
     .Outputs({paddle::Grad("X"), paddle::Grad("Scale"), paddle::Grad("Bias")})
     .Attrs({"act: int"})
     .SetKernelFn(PD_KERNEL(BnActBackward));
+
+// Evaluation: no gradient (the layer takes this path only under paddle.no_grad)
+std::vector<paddle::Tensor> BnActInference(const paddle::Tensor& x_in, const paddle::Tensor& scale,
+                                           const paddle::Tensor& bias, const paddle::Tensor& mean,
+                                           const paddle::Tensor& variance, float epsilon, int act) {
+  check_bn(x_in, {&scale, &bias, &mean, &variance}, act);
+  const paddle::Tensor x = dense(x_in);
+  const auto& s = x.shape();
+  auto y = paddle::empty(s, paddle::DataType::FLOAT32, paddle::CPUPlace());
+  ppm::bn_act_inference(x.data<float>(), scale.data<float>(), bias.data<float>(),
+                        mean.data<float>(), variance.data<float>(), y.data<float>(), s[0], s[1],
+                        s[2] * s[3], epsilon, act);
+  return {y};
+}
+
+PD_BUILD_OP(ppm_bn_act_infer)
+    .Inputs({"X", "Scale", "Bias", "Mean", "Variance"})
+    .Outputs({"Out"})
+    .Attrs({"epsilon: float", "act: int"})
+    .SetKernelFn(PD_KERNEL(BnActInference));
