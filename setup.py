@@ -28,7 +28,7 @@ setup(
         # paddle2onnx does not declare paddle and pins onnx<=1.17.
         "onnx": ["paddle2onnx>=2.1", "onnxruntime", "onnx<=1.17", "ml_dtypes"],
         "test": ["pytest", "hypothesis", "scikit-learn"],
-        # The benchmark's PyTorch peer (a MobileNetV1 defined in ppmobilenet/bench) and its plot.
-        "bench": ["torch", "matplotlib"],
+        # The benchmark's PyTorch peer (MobileNetV1/V2/V3 in ppmobilenet/bench/torch_peer.py).
+        "bench": ["torch"],
     },
 )

@@ -72,8 +72,7 @@ def test_quick_every_engine_gives_numbers_and_they_agree(quick):
         _check_inference_row(quick["out"], m, cores, onnx, torch)
     # training: Paddle's variants and the PyTorch peer start from the same weights
     [t] = res["training"]
-    expected = _expected(t, {"paddle-untuned", "paddle-untuned+mkl-avx2", "paddle-unpacked", "paddle-packed", "paddle",
-                             "paddle+dp", "torch", "torch+keep-mem"},
+    expected = _expected(t, {"paddle-unpacked", "paddle-packed", "paddle", "paddle+dp", "torch", "torch+keep-mem"},
                          {v: (torch, "PPMOBILENET_REQUIRE_TORCH", v, "pytorch") for v in ("torch", "torch+keep-mem")})
     if cores < 2:
         expected.discard("paddle+dp")
@@ -111,9 +110,9 @@ def _check_inference_row(out, m, cores, onnx, torch):
     """Every engine timed at batch 1 and 8 with its memory, agreeing with Paddle Inference; the
     thread count each ran with; the default path's backend."""
     lite = "lite-x86" not in m["skipped"]  # paddlelite lives in the Lite interpreter, not here
-    expected = _expected(m, {f"dygraph-{cores}t", "paddle-onednn-1t", "paddle-onednn-untuned-1t",
-                             "paddle-native-1t", "paddle-openvino-1t", "default", "onnxruntime-1t",
-                             "int8-onnxruntime-1t", "lite-x86-1t", f"torch-eager-{cores}t"},
+    expected = _expected(m, {f"dygraph-{cores}t", "paddle-onednn-1t", "paddle-native-1t", "paddle-openvino-1t",
+                             "default", "onnxruntime-1t", "int8-onnxruntime-1t", "lite-x86-1t",
+                             f"torch-eager-{cores}t"},
                          {"onnxruntime-1t": (onnx, "PPMOBILENET_REQUIRE_ONNX", "onnxruntime", "onnx"),
                           "int8-onnxruntime-1t": (onnx, "PPMOBILENET_REQUIRE_ONNX", "int8-onnxruntime", "onnx"),
                           "lite-x86-1t": (lite, "PPMOBILENET_REQUIRE_LITE", "lite-x86", "lite"),
@@ -280,6 +279,7 @@ def test_torch_peer_is_the_same_network():
     torch_or_skip()
     import paddle
     import torch
+    from ppmobilenet.bench.prepare import peer_blocks
     from ppmobilenet.bench.torch_peer import build_torch_model, load_paddle_state
     from ppmobilenet.models import build_model_from_arch
     x = np.random.RandomState(1).standard_normal((2, 3, 64, 64)).astype("float32")
@@ -298,7 +298,7 @@ def test_torch_peer_is_the_same_network():
                      else v.numpy() + 0.05 * rng.standard_normal(v.shape)).astype("float32")
                  for k, v in pm.state_dict().items()}
         pm.set_state_dict(state)
-        tm = load_paddle_state(build_torch_model(arch), state).eval()
+        tm = load_paddle_state(build_torch_model(arch, peer_blocks(arch)), state).eval()
         with torch.no_grad():
             got = tm(torch.from_numpy(x)).numpy()
         ref = pm(paddle.to_tensor(x)).numpy()
@@ -307,7 +307,7 @@ def test_torch_peer_is_the_same_network():
         n_paddle = sum(int(np.prod(p.shape)) for p in pm.parameters() if p.trainable)
         assert n_paddle == sum(p.numel() for p in tm.parameters()), arch
     with pytest.raises(RuntimeError, match="Unexpected key"):  # a Paddle tensor with no counterpart
-        load_paddle_state(build_torch_model(arch), dict(state, extra=np.zeros(3, "float32")))
+        load_paddle_state(build_torch_model(arch, peer_blocks(arch)), dict(state, extra=np.zeros(3, "float32")))
 
 
 def test_lite_weight_rounding_emulation():

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 # torch==2.13.0 is the CPU build these machines keep on disk (a bare `torch` may pull CUDA).
-"$PYTHON" -m pip install -q -e ".[test,demo,onnx]" "torch==2.13.0" "torchvision==0.28.0" matplotlib && "$PYTHON" -m pip install -q --no-deps "paddleclas==2.6.0"
+"$PYTHON" -m pip install -q -e ".[test,demo,onnx]" "torch==2.13.0" "torchvision==0.28.0" && "$PYTHON" -m pip install -q --no-deps "paddleclas==2.6.0"
 # provision_lite.py prints the venv's interpreter as its last line
 PPMOBILENET_LITE_PYTHON=$("$PYTHON" tools/provision_lite.py | tail -n 1)
 export PPMOBILENET_LITE_PYTHON CI=true

@@ -30,11 +30,9 @@ def make(spec):
 
 def _training(spec):
     """Forward, loss, backward, Momentum, with the CPU paths the variant names (options compiled /
-    packed: ppmobilenet.kernels, as tools/train.py switches them; onednn; amp). Each rank of data
+    packed: ppmobilenet.kernels, as tools/train.py switches them; amp). Each rank of data
     parallel training takes its slice of the batch (BatchNorm normalises each slice by itself)."""
     options, device = spec.get("options") or {}, spec.get("device", "cpu")
-    if options.get("onednn"):
-        paddle.set_flags({"FLAGS_use_mkldnn": True, "FLAGS_use_onednn": True})
     rank, world = dist.init(device)
     model = build_model_from_arch(spec["arch"])
     load_weights(model, spec["path"], own_dir=spec["work_dir"])

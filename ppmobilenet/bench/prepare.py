@@ -14,7 +14,7 @@ from ppmobilenet.deploy.int8 import calibration_images, quantize_onnx
 from ppmobilenet.deploy.onnx import convert_onnx
 from ppmobilenet.deploy.preprocess import transform_ops
 from ppmobilenet.io import atomic_output
-from ppmobilenet.models import build_model_from_arch
+from ppmobilenet.models import build_model_from_arch, mobilenet_v1, mobilenet_v2, mobilenet_v3
 from ppmobilenet.weights import load_weights, save_safe_weights
 
 from .specs import DEMO_CONFIG
@@ -58,6 +58,15 @@ def write_inputs(path, ops, count=8):
     with atomic_output(path, suffix=".npz") as tmp:
         np.savez(tmp, x=x, y=y)
     return path
+
+
+def peer_blocks(arch):
+    """The block table of arch's network in ppmobilenet.models, for the PyTorch peer (whose
+    process loads no Paddle: the table comes in its spec); None for a model it does not know."""
+    name = arch["name"]
+    if name.startswith("mobilenet_v3_"):
+        return mobilenet_v3.SIZES[name[len("mobilenet_v3_"):]][:2]
+    return {"mobilenet_v1": mobilenet_v1.SEED_BLOCKS, "mobilenet_v2": mobilenet_v2.BOTTLENECKS}.get(name)
 
 
 def make_weights(arch, path, weights=None, own_dir=None, sharpen=SHARPEN):

@@ -22,7 +22,7 @@ class BenchError(PPMobileNetError):
 
 class Worker:
     def __init__(self, name, spec, cmd, env, log_dir, ranks=1, timeout=600):
-        self.name, self.ranks, self.timeout, self.ranks_io, self.info = name, ranks, timeout, [], None
+        self.name, self.ranks, self.timeout, self.ranks_io = name, ranks, timeout, []
         self.server = socket.create_server(("127.0.0.1", 0))
         spec = dict(spec, connect="127.0.0.1:%d" % self.server.getsockname()[1])
         env = dict({k: v for k, v in os.environ.items() if k not in CONTROLLED_ENV},
@@ -58,7 +58,7 @@ class Worker:
         """Every rank connected and loaded -> rank 0's hello (engine info, thread settings)."""
         deadline = time.time() + self.timeout
         self.server.settimeout(1.0)
-        while self.info is None and len(self.ranks_io) < self.ranks:
+        while len(self.ranks_io) < self.ranks:
             try:
                 conn = self.server.accept()[0]
             except socket.timeout:
@@ -68,10 +68,9 @@ class Worker:
                 continue
             conn.settimeout(self.timeout)
             self.ranks_io.append(conn.makefile("rw"))
-        if self.info is None:
-            hellos = [self._read(s, "loading") for s in self.ranks_io]
-            order = sorted(range(self.ranks), key=lambda i: hellos[i]["rank"])
-            self.ranks_io, self.info = [self.ranks_io[i] for i in order], hellos[order[0]]
+        hellos = [self._read(s, "loading") for s in self.ranks_io]
+        order = sorted(range(self.ranks), key=lambda i: hellos[i]["rank"])
+        self.ranks_io, self.info = [self.ranks_io[i] for i in order], hellos[order[0]]
         return self.info
 
     def call(self, op, **kw):

@@ -1,8 +1,5 @@
-"""Results -> checks, paired ratios, a markdown report and a plot. Knows no goal (goals.py)."""
-import os
+"""Results -> checks, paired ratios and a markdown report. Knows no goal (goals.py)."""
 import statistics
-
-from ppmobilenet.io import atomic_output
 
 
 def stats(engine, batch):
@@ -70,7 +67,7 @@ def engine_table(r):
                  + [[n, "-", f"FAILED: {err.splitlines()[0]}"] for n, err in r["errors"].items()])
 
 
-def markdown(results, goal_lines=(), plot_file=None):
+def markdown(results, goal_lines=()):
     mc = results["machine"]
     load = lambda v: " ".join(f"{x:.2f}" for x in v or []) or "-"  # noqa: E731
     lines = ["# ppmobilenet benchmark", "", f"- command: `{results['command']}`", f"- date: {mc['date']}",
@@ -84,7 +81,7 @@ def markdown(results, goal_lines=(), plot_file=None):
              f"- timing: {results['settings']['rounds']} interleaved rounds per batch size after warm-up; "
              "figures are medians over rounds; peak memory is the high-water RSS (VmHWM) of the engine's "
              "own process (fresh per engine, load + all runs; summed over the ranks of data parallel)", ""]
-    lines += list(goal_lines) + ([f"![throughput]({os.path.basename(plot_file)})", ""] if plot_file else [])
+    lines += list(goal_lines)
     for r in results.get("inference") or []:
         lines += [f"## Inference: {_arch(r['arch'])} ({r['model']}), {r['size']}x{r['size']}", ""] + engine_table(r)
     for r in results.get("training") or []:
@@ -115,34 +112,3 @@ def _int8_row(key, a):
             f"{a['fp32_onnx_bytes']} -> {a['int8_onnx_bytes']}",
             f"{li['fp32_arm_nb_bytes']} -> {li['int8_arm_nb_bytes']}" if li else a.get("lite_error", "-"),
             f"{100 * li['int8_weights_top1_emulated']:.2f}%" if li else "-"]
-
-
-def plot(results, path, log=print):
-    """Throughput per engine and batch size for each model; skipped without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("plot: matplotlib is not installed; skipping the PNG (pip install matplotlib)")
-        return None
-    models = results.get("inference") or []
-    if not models:
-        return None
-    fig, axes = plt.subplots(len(models), 1, squeeze=False, figsize=(
-        9, 2.2 + 0.32 * max(len(m["engines"]) for m in models) * len(models)))
-    for ax, m in zip(axes[:, 0], models):
-        names, h = list(m["engines"]), 0.8 / len(m["batches"])
-        for i, b in enumerate(m["batches"]):
-            ax.barh([k + i * h for k in range(len(names))], height=h, label=f"batch {b}",
-                    width=[(stats(m["engines"][n], b) or {}).get("throughput", 0) for n in names])
-        ax.set_yticks([k + h * (len(m["batches"]) - 1) / 2 for k in range(len(names))], names, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_title(f"{m['model']} {m['size']}x{m['size']}", fontsize=9)
-        ax.set_xlabel("images / s", fontsize=8)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_output(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path

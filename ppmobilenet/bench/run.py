@@ -1,5 +1,5 @@
-"""One benchmark run: the machine, the sections in order, the goals, the checks, results.json /
-.md / .png."""
+"""One benchmark run: the machine, the sections in order, the goals, the checks, results.json
+and results.md."""
 import datetime
 import os
 import platform
@@ -81,19 +81,15 @@ def run_benchmark(opts, out, command, log=print):
             opts["lite"] = str(e).splitlines()[0]
             log(f"lite: {opts['lite']}")
     trained = {k: w for k, w in (("demo", opts["demo_weights"]), ("demo_x1.0", opts["demo_x1_weights"])) if w}
-    if "reader" in opts["sections"]:
-        try:
-            res["reader"] = sections.reader_cost(opts, work, log)
-            trained.setdefault("demo", res["reader"]["demo"]["weights"])
-        except BenchError as e:
-            res["problems"].append(f"reader: {e}")
-    if "int8" in opts["sections"]:
-        if "demo_x1.0" not in trained:
+    # real tools/train.py runs: the reader section's (always) and the int8 section's x1.0 (unless given)
+    for key, section in (("demo", "reader"), ("demo_x1.0", "int8")):
+        if section in opts["sections"] and (section == "reader" or key not in trained):
             try:
-                run = sections.train_run("demo_x1.0", [], opts, work, log)
-                res.setdefault("reader", {})["demo_x1.0"], trained["demo_x1.0"] = run, run["weights"]
+                run = res.setdefault("reader", {})[key] = sections.train_run(key, opts, work, log)
+                trained.setdefault(key, run["weights"])
             except BenchError as e:
-                res["problems"].append(f"int8: training demo_x1.0: {e}")
+                res["problems"].append(f"{section}: training {key}: {e}")
+    if "int8" in opts["sections"]:
         res["int8_accuracy"] = {}
         for key, w in trained.items():
             try:
@@ -115,12 +111,11 @@ def run_benchmark(opts, out, command, log=print):
         f"engine {name} was skipped but {REQUIRE_ENV[name.split('+')[0]]}=1: {why}"
         for r in res.get("inference", []) + res.get("training", []) for name, why in r["skipped"].items()
         if os.environ.get(REQUIRE_ENV.get(name.split("+")[0], ""), "") == "1"]
-    png = None if opts["quick"] else report.plot(res, os.path.join(out, "results.png"), log=log)
     goal_lines = goals.markdown(res["goals"])
     atomic_write_json(os.path.join(out, "results.json"), res)
-    atomic_write_text(os.path.join(out, "results.md"), report.markdown(res, goal_lines, png))
+    atomic_write_text(os.path.join(out, "results.md"), report.markdown(res, goal_lines))
     log("\n".join(goal_lines))
-    log(f"wrote {os.path.join(out, 'results.json')} and results.md" + (" and results.png" if png else ""))
+    log(f"wrote {os.path.join(out, 'results.json')} and results.md")
     for problem in res["problems"]:
         log(f"  - PROBLEM: {problem.splitlines()[0]}")
     log(f"benchmark: {len(res['problems'])} problem(s)" if res["problems"] else

@@ -2,7 +2,6 @@
 inference (latency, throughput, peak RSS of every engine on one model), training (img/s of
 Paddle's variants and the PyTorch peer from the same weights), reader (reader cost vs batch cost
 in real tools/train.py runs) and int8 (top-1 of the INT8 model vs fp32; Lite's int8 weights)."""
-import json
 import os
 import re
 import shutil
@@ -13,11 +12,9 @@ import time
 import numpy as np
 
 from ppmobilenet.cpu import available_cores
-from ppmobilenet.data import prepare_demo_digits
 from ppmobilenet.deploy import convert_lite
 from ppmobilenet.deploy.int8 import top1
 from ppmobilenet.deploy.predictors import DygraphPredictor
-from ppmobilenet.io import atomic_write_text, read_list_file
 from ppmobilenet.models import count_macs
 from ppmobilenet.weights import read_safe_weights, save_safe_weights
 
@@ -28,7 +25,7 @@ from .procs import BenchError, measure
 def inference_model(key, arch, size, opts, work, log, weights=None):
     ops = prepare.demo_ops() if key in specs.DEMO_MODELS else prepare.imagenet_ops(size)
     log(f"[inference] {key} at {size}x{size}: export, ONNX, Lite x86, INT8")
-    t0, families = time.time(), opts["engines"]
+    families = opts["engines"]
     p = prepare.export(key, arch, size, work, ops, weights, opts["lite"] if "lite-x86" in families else None,
                        any(f.endswith("onnxruntime") for f in families), log)
     if "int8-onnxruntime" in families and p["onnx"]:
@@ -37,13 +34,13 @@ def inference_model(key, arch, size, opts, work, log, weights=None):
         except Exception as e:  # a note; the int8 rows are skipped, the others go on
             p["notes"].append(f"int8: {e}")
     inputs = prepare.write_inputs(os.path.join(work, f"inputs_{key}_{size}.npz"), ops)
-    engines, skipped = specs.inference_engines(families, p, arch, work, inputs, opts["threads"])
+    engines, skipped = specs.inference_engines(families, p, arch, prepare.peer_blocks(arch), work, inputs,
+                                               opts["threads"])
     res = {"model": key, "arch": arch, "size": size, "batches": opts["batches"], "skipped": skipped,
-           "notes": p["notes"], "trained_weights": weights}
+           "notes": p["notes"]}
     res["engines"], outputs, res["errors"] = measure(
         engines, opts["batches"], {k: opts[k] for k in ("rounds", "warmup", "target_s", "gap_s")},
         os.path.join(work, "logs", f"{key}_{size}"), log)
-    res["prepare_s"] = time.time() - t0
     outputs = {n: np.load(f) for n, f in outputs.items()}
     ref = next((n for n in (f"paddle-onednn-{t}t" for t in (1, available_cores())) if n in outputs),
                next(iter(outputs), None))
@@ -73,7 +70,8 @@ def training(cases, opts, work, log):
         d = os.path.join(work, "train", f"{key}_{size}_b{batch}")
         # the same start for every engine; unsharpened: training losses stay near log(classes)
         model, weights = prepare.make_weights(arch, os.path.join(d, "init.safetensors"), sharpen=1.0)
-        engines, skipped = specs.train_engines(opts["train_engines"], arch, size, weights, d)
+        engines, skipped = specs.train_engines(opts["train_engines"], arch, prepare.peer_blocks(arch), size,
+                                               weights, d)
         res = {"model": key, "arch": arch, "size": size, "batch": batch, "batches": [batch], "engines": {},
                "skipped": skipped, "errors": {}, "macs_per_image": count_macs(model, size),
                "groups": _train_groups([e[0] for e in engines], size, batch)}
@@ -99,18 +97,19 @@ def training(cases, opts, work, log):
 LINE = re.compile(r"batch_cost ([0-9.]+)s reader_cost ([0-9.]+)s ips ([0-9.]+)")
 
 
-def train_run(key, overrides, opts, work, log, timeout=3600):
+def train_run(key, opts, work, log):
     """A real `tools/train.py -c configs/demo.yaml` run at the scale of DEMO_MODELS[key] -> its
-    reader and batch cost (its log lines), and its best model (for the INT8 and inference sections)."""
+    reader and batch cost (its log lines: the reader section), and its best model (for the INT8
+    and inference sections)."""
     out_dir, epochs = os.path.join(work, f"train_{key}"), opts["demo_epochs"]
     shutil.rmtree(out_dir, ignore_errors=True)
     cmd = [sys.executable, os.path.join(specs.ROOT, "tools", "train.py"), "-c", specs.DEMO_CONFIG, "-o",
            f"Global.epochs={epochs}", f"Global.save_interval={epochs}",
-           f"Arch.scale={specs.DEMO_MODELS[key]['scale']}", *overrides,
+           f"Arch.scale={specs.DEMO_MODELS[key]['scale']}",
            "Global.use_visualdl=False", f"Global.output_dir={out_dir}"]
     log(f"[train] {key}: $ " + " ".join(cmd[1:]))
     t = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=specs.ROOT)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=specs.ROOT)
     if p.returncode != 0:
         raise BenchError(f"tools/train.py failed (exit {p.returncode}):\n" + "\n".join(
             (p.stdout + p.stderr).strip().splitlines()[-15:]))
@@ -129,24 +128,6 @@ def train_run(key, overrides, opts, work, log, timeout=3600):
         f"({100 * run['reader_share_after_first_window']:.2f}% after the first window), "
         f"{run['ips']:.0f} img/s, last eval top-1 {run['last_eval_top1']}")
     return run
-
-
-def reader_cost(opts, work, log):
-    """Reader cost / batch cost: the demo training run, and a 224x224 run (MobileNetV1 x1.0,
-    batch 32, the default loader's workers) on the digits written as 224x224 PNGs."""
-    paths, n = prepare_demo_digits(image_size=224), opts["reader_images_224"]
-    subset = atomic_write_text(os.path.join(work, "train_224_subset.txt"), "".join(
-        f"{rel} {label}\n" for rel, label, _ in read_list_file(paths["train_list"])[:n]))
-    # configs/MobileNetV1_x1_0.yaml's training transforms (JSON is YAML too)
-    tf = json.dumps([{"RandomResizedCrop": {"size": 224}}, {"RandomHorizontalFlip": {}}]
-                    + prepare.imagenet_ops(224)[1:])
-    return {"demo": train_run("demo", [], opts, work, log), "224": train_run("demo_x1.0", [
-        "Global.epochs=1", "Global.eval_during_train=False", "Global.print_batch_step=2",
-        "Global.image_shape=[3, 224, 224]", "DataLoader.Train.dataset.name=ImageNetDataset",
-        f"DataLoader.Train.dataset.image_root={paths['root']}",
-        f"DataLoader.Train.dataset.cls_label_path={subset}",
-        f"DataLoader.Train.transforms={tf}", "DataLoader.Train.sampler.batch_size=32"], opts,
-        os.path.join(work, "reader_224"), log)}
 
 
 def int8_accuracy(key, weights, opts, work, log):
@@ -168,11 +149,10 @@ def int8_accuracy(key, weights, opts, work, log):
     if not p["nb"]:
         return res
     try:
-        quiet = lambda m: None  # noqa: E731
         res["lite"] = {"fp32_arm_nb_bytes": os.path.getsize(
-            convert_lite(p["export_dir"], ["arm"], lite, log=quiet, record=False)["arm"])}
+            convert_lite(p["export_dir"], ["arm"], lite, log=prepare.QUIET, record=False)["arm"])}
         res["lite"]["int8_arm_nb_bytes"] = os.path.getsize(
-            convert_lite(p["export_dir"], ["arm"], lite, quant_type="QUANT_INT8", log=quiet)["arm"])
+            convert_lite(p["export_dir"], ["arm"], lite, quant_type="QUANT_INT8", log=prepare.QUIET)["arm"])
         rounded = save_safe_weights(os.path.join(work, f"{key}_int8_rounded.safetensors"),
                                     prepare.fake_quant_weights(read_safe_weights(p["weights"])[0]), arch)
         model = DygraphPredictor({"Arch": arch, "Global": {"output_dir": work}}, rounded)

@@ -31,24 +31,19 @@ DEMO_MODELS["demo_x1.0"] = dict(DEMO_MODELS["demo"], scale=1.0)
 # unset, MKL_DEBUG_CPU_TYPE on AMD), "malloc" keep_freed_memory(): together configure_cpu(),
 # what every tool of the project runs first.
 PROJECT_CPU = ("env", "malloc")
-# Paddle Inference variants, one knob each (PaddlePredictor's options), to find where its time goes
+# Paddle Inference rows (PaddlePredictor's options); the variants tried and dropped are in
+# docs/benchmark_findings.md
 PADDLE_VARIANTS = {
-    "paddle-onednn": {},                               # what `tools/infer.py --backend paddle` runs
-    "paddle-onednn-untuned": {"keep_memory": False},   # threads only: plain Paddle
+    "paddle-onednn": {},                                    # what `tools/infer.py --backend paddle` runs
     "paddle-native": {"use_onednn": False},
-    "paddle-onednn-noir": {"ir_optim": False},         # no IR passes
-    "paddle-onednn-legacy": {"legacy": True},          # the ProgramDesc, the old executor
-    "paddle-onednn-memopt": {"memory_optim": True},
-    "paddle-onednn-cache1": {"onednn_cache_capacity": 1},
     "paddle-openvino": {"openvino": True, "legacy": True},  # OpenVINO inside Paddle Inference
-    "paddle-gpu": {"gpu": True},                       # --gpu
+    "paddle-gpu": {"gpu": True},                            # --gpu
 }
 # inference family -> (row name, engine kind, the prepared file it runs, CPU settings, threads:
 # "each" a row per --threads count, "all" all cores, None left to configure_cpu as tools/infer.py)
 FAMILIES = {
     "dygraph": ("dygraph", "dygraph", "weights", PROJECT_CPU, "all"),
-    **{v: (v, "paddle", "export_dir", () if o.get("keep_memory") is False else PROJECT_CPU, "each")
-       for v, o in PADDLE_VARIANTS.items() if not o.get("gpu")},
+    **{v: (v, "paddle", "export_dir", PROJECT_CPU, "each") for v, o in PADDLE_VARIANTS.items() if not o.get("gpu")},
     "paddle-gpu": ("paddle-gpu", "paddle", "export_dir", PROJECT_CPU, 1),
     "onnxruntime": ("onnxruntime", "onnx", "onnx", PROJECT_CPU, "each"),
     "int8-onnxruntime": ("int8-onnxruntime", "onnx", "int8", PROJECT_CPU, "each"),
@@ -56,31 +51,24 @@ FAMILIES = {
     "default": ("default", "default", "export_dir", PROJECT_CPU, None),
     "torch": ("torch-eager", "torch", "weights", (), "all"),
 }
-DEFAULT_INFERENCE = ("dygraph", "paddle-onednn", "paddle-onednn-untuned", "paddle-native", "paddle-openvino",
-                     "onnxruntime", "int8-onnxruntime", "lite-x86", "default", "torch")
+DEFAULT_INFERENCE = tuple(f for f in FAMILIES if f != "paddle-gpu")
 
-# Training variants: plain Paddle (threads only), each CPU setting alone, the settings with
-# Paddle's own depthwise kernel, the packed depthwise path, tools/train.py's path (the compiled
-# kernels of ppmobilenet.kernels + packed), one process per core, and the PyTorch peer as
-# installed and with the same malloc setting (the fair peer); the GPU ones for --gpu
+# Training variants, Paddle's with the project's CPU settings: Paddle's own depthwise kernel, the
+# packed depthwise path, tools/train.py's path (the compiled kernels of ppmobilenet.kernels +
+# packed), one process per core, and the PyTorch peer as installed and with the same malloc
+# setting (the fair peer); the GPU ones for --gpu. Those tried and dropped: docs/benchmark_findings.md
 PACKED, TRAIN_PATH = {"packed": True}, {"packed": True, "compiled": True}
 TRAIN_VARIANTS = {
-    "paddle-untuned": {"kind": "train", "cpu": ()},
-    "paddle-untuned+mkl-avx2": {"kind": "train", "cpu": ("env",)},
-    "paddle-untuned+keep-mem": {"kind": "train", "cpu": ("malloc",)},
     "paddle-unpacked": {"kind": "train"},
     "paddle-packed": {"kind": "train", "options": PACKED},
     "paddle": {"kind": "train", "options": TRAIN_PATH},
     "paddle+dp": {"kind": "train", "options": TRAIN_PATH, "launch": True},  # one process per core
-    # FLAGS_use_mkldnn in dygraph: no oneDNN kernel runs (ONEDNN_VERBOSE prints none in 3.3.1)
-    "paddle+onednn-flag": {"kind": "train", "options": dict(PACKED, onednn=True)},
     "torch": {"kind": "torch_train", "cpu": ()},
     "torch+keep-mem": {"kind": "torch_train", "cpu": ("malloc",)},
     "paddle-gpu": {"kind": "train", "device": "gpu"},
     "paddle-gpu+amp": {"kind": "train", "device": "gpu", "options": {"amp": True}},  # AMP O1
 }
-DEFAULT_TRAIN = ("paddle-untuned", "paddle-untuned+mkl-avx2", "paddle-unpacked", "paddle-packed", "paddle",
-                 "paddle+dp", "torch", "torch+keep-mem")
+DEFAULT_TRAIN = tuple(v for v in TRAIN_VARIANTS if not v.startswith("paddle-gpu"))
 # --gpu: MobileNetV1 x1.0 at 224, training at batch 256 (fp32, AMP O1), Paddle Inference at 1 and 64
 GPU = {"sections": ["inference", "training"], "models": ["v1_x1.0"], "size": 224, "batches": [1, 64],
        "engines": ["paddle-gpu"], "train_engines": ["paddle-gpu", "paddle-gpu+amp"], "train_batch": 256,
@@ -102,8 +90,9 @@ def _engine(name, spec, threads, cpu, cmd=ENGINE, ranks=1):
             {} if threads is None else {"OMP_NUM_THREADS": threads}, ranks)
 
 
-def inference_engines(families, prepared, arch, work_dir, inputs, threads=None):
-    """-> ([engine], {family: why skipped}) for one prepared model (prepare.export)."""
+def inference_engines(families, prepared, arch, blocks, work_dir, inputs, threads):
+    """-> ([engine], {family: why skipped}) for one prepared model (prepare.export); blocks: the
+    model's block table, for the PyTorch peer (prepare.peer_blocks)."""
     engines, skipped, cores = [], {}, available_cores()
     for fam in families:
         row, kind, source, cpu, rows = FAMILIES[fam]
@@ -113,18 +102,19 @@ def inference_engines(families, prepared, arch, work_dir, inputs, threads=None):
             skipped[fam] = why
             continue
         spec = {"kind": kind, "path": prepared[source], "inputs": inputs, "work_dir": work_dir,
-                "arch": arch, "options": dict(PADDLE_VARIANTS.get(fam, {}), keep_memory="malloc" in cpu)}
+                "arch": arch, "blocks": blocks, "options": PADDLE_VARIANTS.get(fam, {})}
         cmd = [prepared["lite_python"], LITE_SCRIPT] if kind == "lite" else ENGINE
         counts = {"each": threads or thread_counts(), "all": [cores], None: [None], 1: [1]}[rows]
         engines += [_engine(row if t is None else f"{row}-{t}t", spec, t, cpu, cmd) for t in counts]
     return engines, skipped
 
 
-def train_engines(variants, arch, size, weights, work_dir):
+def train_engines(variants, arch, blocks, size, weights, work_dir):
     """-> ([engine], {variant: why skipped}); weights: the .safetensors every variant starts from."""
     engines, skipped, cores = [], {}, available_cores()
     for v in variants:
-        spec = dict(TRAIN_VARIANTS[v], arch=arch, image_shape=[3, size, size], path=weights, work_dir=work_dir)
+        spec = dict(TRAIN_VARIANTS[v], arch=arch, blocks=blocks, image_shape=[3, size, size], path=weights,
+                    work_dir=work_dir)
         cpu, launch = spec.pop("cpu", PROJECT_CPU), spec.pop("launch", False)
         if launch and cores < 2:
             skipped[v] = "data parallel needs at least 2 cores"

@@ -2,7 +2,8 @@
 layer in torch.nn (never downloaded; torch is the optional `bench` extra), and its eval and
 training engines. Module names mirror ppmobilenet.models, so a Paddle state dict maps onto it by
 name: both frameworks run the same network from the same numbers. Imports no Paddle (its process
-holds PyTorch's memory only), hence the block tables repeated from ppmobilenet.models."""
+holds PyTorch's memory only): the block tables of ppmobilenet.models come in the spec
+(prepare.peer_blocks)."""
 from collections import OrderedDict
 
 import torch
@@ -10,22 +11,6 @@ from safetensors.numpy import load_file
 from torch import nn
 
 from .worker import Inference, Training
-
-# (num_filters1, num_filters2, num_groups, stride) as ppmobilenet.models.mobilenet_v1.SEED_BLOCKS
-V1_BLOCKS = [(32, 64, 32, 1), (64, 128, 64, 2), (128, 128, 128, 1), (128, 256, 128, 2),
-             (256, 256, 256, 1), (256, 512, 256, 2)] + [(512, 512, 512, 1)] * 5 + \
-            [(512, 1024, 512, 2), (1024, 1024, 1024, 1)]
-# (t, c, n, s) as ppmobilenet.models.mobilenet_v2.BOTTLENECKS
-V2_BOTTLENECKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                  (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
-# (kernel, expanded, out, SE, hardswish, stride) as ppmobilenet.models.mobilenet_v3; last 1x1 conv
-V3 = {"large": ([(3, 16, 16, 0, 0, 1), (3, 64, 24, 0, 0, 2), (3, 72, 24, 0, 0, 1), (5, 72, 40, 1, 0, 2),
-                 (5, 120, 40, 1, 0, 1), (5, 120, 40, 1, 0, 1), (3, 240, 80, 0, 1, 2), (3, 200, 80, 0, 1, 1),
-                 (3, 184, 80, 0, 1, 1), (3, 184, 80, 0, 1, 1), (3, 480, 112, 1, 1, 1), (3, 672, 112, 1, 1, 1),
-                 (5, 672, 160, 1, 1, 2), (5, 960, 160, 1, 1, 1), (5, 960, 160, 1, 1, 1)], 960),
-      "small": ([(3, 16, 16, 1, 0, 2), (3, 72, 24, 0, 0, 2), (3, 88, 24, 0, 0, 1), (5, 96, 40, 1, 1, 2),
-                 (5, 240, 40, 1, 1, 1), (5, 240, 40, 1, 1, 1), (5, 120, 48, 1, 1, 1), (5, 144, 48, 1, 1, 1),
-                 (5, 288, 96, 1, 1, 2), (5, 576, 96, 1, 1, 1), (5, 576, 96, 1, 1, 1)], 576)}
 
 
 def conv_bn(cin, cout, k, stride, groups=1, act=nn.ReLU):
@@ -39,13 +24,13 @@ def make_divisible(value, divisor=8):
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def mobilenet_v1(class_dim, scale, head):
+def mobilenet_v1(class_dim, scale, head, blocks):  # blocks: mobilenet_v1.SEED_BLOCKS
     c = lambda n: int(n * scale)  # noqa: E731
     layers, cin = OrderedDict(conv1=conv_bn(3, c(32), 3, 2)), c(32)
     layers["blocks"] = nn.Sequential(*[nn.Sequential(OrderedDict(
-        depthwise=conv_bn(cin if i == 0 else c(V1_BLOCKS[i - 1][1]), c(nf1), 3, stride, groups=c(groups)),
-        pointwise=conv_bn(c(nf1), c(nf2), 1, 1))) for i, (nf1, nf2, groups, stride) in enumerate(V1_BLOCKS)])
-    cin = c(V1_BLOCKS[-1][1])
+        depthwise=conv_bn(cin if i == 0 else c(blocks[i - 1][1]), c(nf1), 3, stride, groups=c(groups)),
+        pointwise=conv_bn(c(nf1), c(nf2), 1, 1))) for i, (nf1, nf2, groups, stride) in enumerate(blocks)])
+    cin = c(blocks[-1][1])
     if head == "demo":
         layers["class_conv"], cin = nn.Conv2d(cin, class_dim, 1), class_dim
     layers.update(pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(cin, class_dim))
@@ -76,10 +61,10 @@ class InvertedResidual(nn.Module):
         return x + y if self.shortcut else y
 
 
-def mobilenet_v2(class_dim, scale):
+def mobilenet_v2(class_dim, scale, bottlenecks):  # mobilenet_v2.BOTTLENECKS
     cin, blocks = int(32 * scale), []
     layers = OrderedDict(conv1=conv_bn(3, cin, 3, 2, act=nn.ReLU6))
-    for t, c, n, s in V2_BOTTLENECKS:
+    for t, c, n, s in bottlenecks:
         for i in range(n):
             blocks.append(InvertedResidual(cin, int(round(cin * t)), int(c * scale), s if i == 0 else 1))
             cin = int(c * scale)
@@ -96,13 +81,12 @@ class DownscaleInInfer(nn.Dropout):
         return super().forward(x) * (1 - self.p) if self.training else x * (1 - self.p)
 
 
-def mobilenet_v3(class_dim, scale, size):
-    table, last = V3[size]
+def mobilenet_v3(class_dim, scale, table, last):  # mobilenet_v3.SIZES: blocks, last 1x1 conv width
     cin, blocks = make_divisible(16 * scale), []
     layers = OrderedDict(conv1=conv_bn(3, cin, 3, 2, act=nn.Hardswish))
-    for k, e, c, se, hswish, s in table:
+    for k, e, c, se, act, s in table:
         blocks.append(InvertedResidual(cin, make_divisible(e * scale), make_divisible(c * scale), s, k,
-                                       nn.Hardswish if hswish else nn.ReLU, se))
+                                       nn.Hardswish if act == "hardswish" else nn.ReLU, se))
         cin = make_divisible(c * scale)
     layers.update(blocks=nn.Sequential(*blocks), lastconv=conv_bn(cin, make_divisible(last * scale), 1, 1,
                                                                    act=nn.Hardswish),
@@ -112,17 +96,18 @@ def mobilenet_v3(class_dim, scale, size):
     return nn.Sequential(layers)
 
 
-def build_torch_model(arch):
-    """arch: the config's Arch section ({name, class_num, scale, head, variant})."""
+def build_torch_model(arch, blocks):
+    """arch: the config's Arch section ({name, class_num, scale, head, variant}); blocks: its
+    network's block table (prepare.peer_blocks)."""
     name, scale = arch["name"], arch.get("scale", 1.0)
     if arch.get("variant", "paddle") != "paddle":
         raise ValueError(f"no PyTorch peer for the {arch['variant']} variant")
     if name == "mobilenet_v1":
-        return mobilenet_v1(arch["class_num"], scale, arch.get("head", "demo"))
+        return mobilenet_v1(arch["class_num"], scale, arch.get("head", "demo"), blocks)
     if name == "mobilenet_v2":
-        return mobilenet_v2(arch["class_num"], scale)
+        return mobilenet_v2(arch["class_num"], scale, blocks)
     if name.startswith("mobilenet_v3_"):
-        return mobilenet_v3(arch["class_num"], scale, name[len("mobilenet_v3_"):])
+        return mobilenet_v3(arch["class_num"], scale, *blocks)
     raise ValueError(f"no PyTorch peer for model {name!r}")
 
 
@@ -146,7 +131,7 @@ def make(spec):
     """The "torch" (eval, softmax as the export) and "torch_train" engines, from the Paddle model's
     weights (the .safetensors the benchmark wrote), on the threads the spec gives."""
     torch.set_num_threads(int(spec["threads"]))
-    model = load_paddle_state(build_torch_model(spec["arch"]), load_file(spec["path"]))
+    model = load_paddle_state(build_torch_model(spec["arch"], spec["blocks"]), load_file(spec["path"]))
     if spec["kind"] == "torch":
         model.eval()
 

@@ -52,17 +52,14 @@ class Training:
     forward pass, then gradients and update; later ones drift apart on random labels)."""
 
     def __init__(self, make_step, spec, info):
-        self.make_step, self.spec, self.info, self.batch = make_step, spec, info, None
+        self.make_step, self.spec, self.info = make_step, spec, info
 
-    def prepare(self, batch):
-        if self.batch not in (None, batch):
-            raise ValueError("a training engine is timed at one batch size")
-        if self.batch is None:
-            rng, self.batch = np.random.RandomState(0), batch
-            x = rng.standard_normal([batch, *self.spec["image_shape"]]).astype("float32")
-            y = rng.randint(0, self.spec["arch"]["class_num"], batch).astype("int64")
-            self.step = self.make_step(x, y)
-            self.losses = [self.step() for _ in range(2)]
+    def prepare(self, batch):  # once: the training section times one batch size
+        rng = np.random.RandomState(0)
+        x = rng.standard_normal([batch, *self.spec["image_shape"]]).astype("float32")
+        y = rng.randint(0, self.spec["arch"]["class_num"], batch).astype("int64")
+        self.step = self.make_step(x, y)
+        self.losses = [self.step() for _ in range(2)]
         return {}
 
     def outputs(self):

@@ -7,7 +7,7 @@ PyTorch eager, reader cost in real training runs, and INT8 accuracy on the demo 
   python tools/benchmark.py                    # everything (about 30-40 minutes on 2 cores)
   python tools/benchmark.py --sections inference --models v1_x1.0 --engines paddle-onednn,onnxruntime,default
 
-Writes <out>/results.json, results.md (the tables docs/benchmarks.md shows) and results.png.
+Writes <out>/results.json and results.md (the tables docs/benchmarks.md shows).
 PyTorch is optional: pip install 'ppmobilenet[bench]'. Lite rows need the Lite interpreter
 (tools/provision_lite.py).
 
@@ -81,7 +81,7 @@ def _parser(specs):
         "every engine, "
         "2 short rounds; verifies that each engine gives numbers and that the engines agree")
     add("--out", default=os.path.join("output", "benchmark"),
-        help="folder for results.json, .md, .png and work files")
+        help="folder for results.json, results.md and work files")
     add("--sections", type=_listed(_one_of(SECTIONS)),
         help=f"{', '.join(SECTIONS)} [all; --quick: inference,training]")
     add("--models", type=_listed(_one_of(specs.REGISTRY)), default=list(specs.REGISTRY),
@@ -107,7 +107,6 @@ def _parser(specs):
         "[trained by the reader section]")
     add("--demo-x1-weights", help="the same config trained with Arch.scale=1.0 [trained by the int8 section]")
     add("--demo-epochs", type=int, default=10)
-    add("--reader-images-224", type=int, default=320, help="training images in the 224x224 reader-cost run")
     add("--calib-images", type=int, default=128, help="INT8 calibration images (>= 100)")
     add("--gpu", action="store_true", help="the GPU rows only: MobileNetV1 x1.0 at 224, training fp32 / "
         "AMP O1 at batch 256, Paddle Inference at batch 1 / 64; needs a CUDA paddle")

@@ -32,22 +32,18 @@ from .runtimes import (BACKENDS, DEFAULT_BACKEND, ONNX_FILE, SMALL_CALL_MACS, Li
 class PaddlePredictor(Predictor):
     """Paddle Inference on an export folder. The defaults are what tools/infer.py runs; the other
     options are the ones tools/benchmark.py compares (docs/benchmarks.md): oneDNN off, the legacy
-    program, OpenVINO inside Paddle Inference, no IR passes, oneDNN's shape cache capacity,
-    memory_optim, the GPU; keep_memory=False leaves glibc's malloc as it is (plain Paddle)."""
+    program, OpenVINO inside Paddle Inference, the GPU."""
     backend = "paddle"
 
     def __init__(self, export_dir, threads=None, use_onednn=True, legacy=False, macs_per_image=None,
-                 openvino=False, ir_optim=None, onednn_cache_capacity=None, memory_optim=False,
-                 keep_memory=True, gpu=False, optim_cache_dir=None):
-        if keep_memory:
-            # Paddle frees every activation after each run and glibc hands large blocks back to
-            # the kernel, so the next run faults them in again (ppmobilenet/cpu.py)
-            keep_freed_memory()
+                 openvino=False, gpu=False, optim_cache_dir=None):
+        # Paddle frees every activation after each run and glibc hands large blocks back to the
+        # kernel, so the next run faults them in again (ppmobilenet/cpu.py)
+        keep_freed_memory()
         files = LEGACY_FILES if legacy else PIR_FILES
         require_files(export_dir, files)
         paths = [os.path.join(export_dir, f) for f in files]
-        options = dict(use_onednn=use_onednn, openvino=openvino, ir_optim=ir_optim, gpu=gpu,
-                       onednn_cache_capacity=onednn_cache_capacity, memory_optim=memory_optim,
+        options = dict(use_onednn=use_onednn, openvino=openvino, gpu=gpu,
                        # OpenVINO caches its compiled model; its default is ./__cache__ in the cwd
                        optim_cache_dir=optim_cache_dir or os.path.join(export_dir, ".openvino_cache"))
         self._runtimes = PerThreadCount(lambda t: self._make(paths, t, **options), threads,
@@ -55,8 +51,7 @@ class PaddlePredictor(Predictor):
         self._runtimes.for_batch(1)  # bad files fail here, not on the first batch
 
     @staticmethod
-    def _make(paths, threads, use_onednn, openvino, ir_optim, onednn_cache_capacity, memory_optim,
-              gpu, optim_cache_dir):
+    def _make(paths, threads, use_onednn, openvino, gpu, optim_cache_dir):
         config = inference.Config(*paths)
         if gpu:
             config.enable_use_gpu(256, 0)
@@ -67,14 +62,8 @@ class PaddlePredictor(Predictor):
             config.set_optim_cache_dir(optim_cache_dir)
         if use_onednn:
             config.enable_onednn()
-            if onednn_cache_capacity is not None:
-                config.set_onednn_cache_capacity(int(onednn_cache_capacity))
         else:
             config.disable_onednn()
-        if ir_optim is not None:
-            config.switch_ir_optim(bool(ir_optim))
-        if memory_optim:
-            config.enable_memory_optim()
         config.set_cpu_math_library_num_threads(int(threads))
         config.disable_glog_info()
         predictor = inference.create_predictor(config)
