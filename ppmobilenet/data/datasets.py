@@ -79,6 +79,11 @@ class _SampleDataset(paddle.io.Dataset):
         return len(self.samples)
 
     def __getitem__(self, idx):
+        return self.item(idx)
+
+    def item(self, idx, batched=False):
+        """dataset[idx]; batched=True (the data loader): only the transforms' head, the batch
+        tail (TransformPipeline.batch_tail) being the collate's."""
         rel, label, line = self.samples[idx]
         path = os.path.join(self.root, rel)
         origin = f"{self.list_file}:{line}" if line is not None else None
@@ -91,8 +96,9 @@ class _SampleDataset(paddle.io.Dataset):
         else:
             img = self.decoded[idx].copy()  # a transform working in place must not change the cache
         try:
+            transform = self.transform.head if batched and hasattr(self.transform, "head") else self.transform
             with sample_rng(self.seed, self.epoch, idx):
-                x = self.transform(img)
+                x = transform(img)
         except Exception as e:  # noqa: BLE001 -- name the image and op chain, whatever failed
             raise SampleError(f"transforms {self.transform!r} failed on {path}{listed} "
                               f"(size {img.size}): {type(e).__name__}: {e}", path, origin, "transform") \

@@ -63,7 +63,7 @@ class _GuardedDataset(paddle.io.Dataset):
 
     def __getitem__(self, idx):
         try:
-            return self.dataset[idx]
+            return self.dataset.item(idx, batched=True) if hasattr(self.dataset, "item") else self.dataset[idx]
         except SampleError as e:
             return _Failure(e.path, e.origin, e.kind, str(e))
         except Exception as e:  # noqa: BLE001 -- a bug must still reach the main thread
@@ -76,8 +76,20 @@ class _GuardedDataset(paddle.io.Dataset):
         return getattr(self.dataset, name)
 
 
-def collate_with_failures(items):
-    """[(image, label) | _Failure] -> [images [N,C,H,W] float32, labels [N] int64, report JSON]."""
+class BatchCollate:
+    """collate_with_failures, then the transforms' batch tail on uint8 batches (the items of
+    a dataset's `item(idx, batched=True)`)."""
+
+    def __init__(self, tail=None):
+        self.tail = tail
+
+    def __call__(self, items):
+        return collate_with_failures(items, self.tail)
+
+
+def collate_with_failures(items, tail=None):
+    """[(image, label) | _Failure] -> [images [N,C,H,W] float32, labels [N] int64, report JSON];
+    uint8 images go through `tail` (a transforms.BatchNormalize) as one batch."""
     good = [it for it in items if not isinstance(it, _Failure)]
     bad = [{"path": f.path, "line": f.line, "kind": f.kind, "reason": f.reason}
            for f in items if isinstance(f, _Failure)]
@@ -91,7 +103,13 @@ def collate_with_failures(items):
                                   f"Resize with [h, w])"})
             good = []
         else:
-            images = np.stack([x for x, _ in good]).astype(np.float32, copy=False)
+            xs = [x for x, _ in good]
+            if tail is not None and all(x.dtype == np.uint8 for x in xs):
+                images = tail(np.stack(xs))
+            else:
+                if tail is not None:  # a mixed batch: not seen with one op chain, right all the same
+                    xs = [tail(x[None])[0] if x.dtype == np.uint8 else x for x in xs]
+                images = np.stack(xs).astype(np.float32, copy=False)
             labels = np.asarray([y for _, y in good], dtype=np.int64)
     # a JSON string rides through paddle's queues as structure, not as a tensor
     return [images, labels, json.dumps({"n": len(good), "bad": bad})]
@@ -103,8 +121,9 @@ class ReportingDataLoader(paddle.io.DataLoader):
     def __init__(self, dataset, batch_sampler, num_workers=0, use_shared_memory=True, mode="Train",
                  **kwargs):
         self._worker_start = kwargs["worker_init_fn"] = _WorkerStart(kwargs.get("worker_init_fn"))
+        tail = getattr(getattr(dataset, "transform", None), "batch_tail", None)
         super().__init__(_GuardedDataset(dataset), batch_sampler=batch_sampler,
-                         collate_fn=collate_with_failures, num_workers=num_workers,
+                         collate_fn=BatchCollate(tail), num_workers=num_workers,
                          use_shared_memory=use_shared_memory, return_list=True, **kwargs)
         self.source_dataset = dataset
         self.mode = mode
