@@ -23,6 +23,7 @@ from ppmobilenet.kernels import build, enable_for_training, ops
 from ppmobilenet.kernels.layers import (FUSED_ACTIVATIONS, CompiledDepthwiseConv2D,
                                         FusedConvBNLayer, is_depthwise3x3, is_fusable_conv_bn)
 from ppmobilenet.kernels.packed import PackedDepthwiseConv2D
+from ppmobilenet.kernels.pointwise import MAX_PLANE, PointwiseMatmulConv2D, is_pointwise
 from ppmobilenet.models import MODELS, build_model, build_model_from_arch
 from ppmobilenet.models.blocks import ConvBNLayer, ReLU6
 
@@ -248,6 +249,40 @@ def test_evaluation_takes_the_kernel_only_under_no_grad(kernels):
     with paddle.no_grad():
         fast = block(x).numpy()
     np.testing.assert_allclose(fast, y.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("n,cin,cout,h,w", [(3, 8, 16, 16, 16), (1, 24, 8, 7, 7), (4, 32, 64, 2, 2),
+                                             (2, 16, 16, 1, 1), (2, 8, 8, 17, 16)])
+def test_pointwise_matmul_equals_paddles_conv(n, cin, cout, h, w):
+    """The 1x1 conv as matmul: output and both gradients within float rounding of Paddle's conv
+    on planes up to MAX_PLANE pixels; larger planes run Paddle's conv itself (equal bits)."""
+    paddle.seed(n * 100 + h)
+    ref = nn.Conv2D(cin, cout, 1, bias_attr=False)
+    fast = nn.Conv2D(cin, cout, 1, bias_attr=False)
+    fast.weight.set_value(ref.weight)
+    assert is_pointwise(fast)
+    fast.__class__ = PointwiseMatmulConv2D
+    x0 = paddle.randn([n, cin, h, w])
+    up = paddle.randn([n, cout, h, w])
+    got = []
+    for layer in (ref, fast):
+        x = x0.clone()
+        x.stop_gradient = False
+        y = layer(x)
+        paddle.autograd.backward([y], [up])
+        got.append([y.numpy(), x.grad.numpy(), layer.weight.grad.numpy()])
+    for name, a, b in zip(("out", "dx", "dw"), *got):
+        if h * w > MAX_PLANE:
+            np.testing.assert_array_equal(b, a, err_msg=name)
+        else:
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(a).max()), err_msg=name)
+
+
+def test_pointwise_takes_only_plain_1x1_convs():
+    assert not is_pointwise(nn.Conv2D(4, 4, 1, stride=2, bias_attr=False))
+    assert not is_pointwise(nn.Conv2D(4, 4, 1))                       # a bias (the SE blocks' convs)
+    assert not is_pointwise(nn.Conv2D(4, 4, 3, padding=1, bias_attr=False))
+    assert not is_pointwise(nn.Conv2D(4, 4, 1, groups=2, bias_attr=False))
 
 
 def _pair(arch):
@@ -476,6 +511,7 @@ def test_tools_train_uses_them_on_cpu_unless_switched_off(kernels, tmp_path, dig
         losses[name] = [v for _, v in vdl_scalars(tmp_path / name / "vdl", "train/loss")]
         logs[name] = (tmp_path / name / "train.log").read_text()
     assert "compiled CPU kernels: 13 depthwise convs, 27 BatchNorm" in logs["compiled"]
+    assert "13 1x1 convs as matrix products" in logs["compiled"]
     assert "compiled CPU kernels off" in logs["plain"] and "compiling" not in logs["compiled"]
     # the same forward pass; after it the two float32 runs part: on these digits (flat
     # backgrounds, BatchNorm channels of almost no variance) Paddle's own first gradients are
