@@ -48,6 +48,7 @@ class _SampleDataset(paddle.io.Dataset):
         self.skip_bad_samples = bool(skip_bad_samples)
         self.epoch = 0
         self.decoded = None
+        self.batched_items = False  # True in a loader worker's copy (data/loader.py): see item()
 
     def cache_decoded_images(self):
         """Decode every image now and keep them (DataLoader.<mode>.dataset.cache_images): built
@@ -79,11 +80,11 @@ class _SampleDataset(paddle.io.Dataset):
         return len(self.samples)
 
     def __getitem__(self, idx):
-        return self.item(idx)
+        return self.item(idx, batched=self.batched_items)
 
     def item(self, idx, batched=False):
-        """dataset[idx]; batched=True (the data loader): only the transforms' head, the batch
-        tail (TransformPipeline.batch_tail) being the collate's."""
+        """(image, label) of sample idx; batched=True (a loader worker's copy): only the
+        transforms' head, the batch tail (TransformPipeline.batch_tail) being the collate's."""
         rel, label, line = self.samples[idx]
         path = os.path.join(self.root, rel)
         origin = f"{self.list_file}:{line}" if line is not None else None

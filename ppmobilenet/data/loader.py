@@ -21,6 +21,8 @@ Bad-sample policy (DataLoader.<mode>.dataset.skip_bad_samples):
 Epochs: `build_dataloader(..., epoch=e, start_batch=k)` builds a loader for one epoch; or keep
 one loader and call `loader.set_epoch(e, start_batch=0)` before iterating it again (do not use
 persistent workers: workers copy the dataset, epoch included, when an iteration starts).
+`loader.start()` begins a pass ahead of its iteration (the workers fill their queues meanwhile);
+`loader.close()` ends a started pass nothing iterated.
 `len(loader)` is the number of batches in the full epoch; `loader.next_batch` is the sampler
 position after the last batch yielded (start_batch + batches pulled), for checkpoints.
 """
@@ -63,7 +65,7 @@ class _GuardedDataset(paddle.io.Dataset):
 
     def __getitem__(self, idx):
         try:
-            return self.dataset.item(idx, batched=True) if hasattr(self.dataset, "item") else self.dataset[idx]
+            return self.dataset[idx]
         except SampleError as e:
             return _Failure(e.path, e.origin, e.kind, str(e))
         except Exception as e:  # noqa: BLE001 -- a bug must still reach the main thread
@@ -78,7 +80,7 @@ class _GuardedDataset(paddle.io.Dataset):
 
 class BatchCollate:
     """collate_with_failures, then the transforms' batch tail on uint8 batches (the items of
-    a dataset's `item(idx, batched=True)`)."""
+    a worker's data set copy, whose `batched_items` _WorkerStart sets)."""
 
     def __init__(self, tail=None):
         self.tail = tail
@@ -130,17 +132,39 @@ class ReportingDataLoader(paddle.io.DataLoader):
         self.skip_bad_samples = bool(getattr(dataset, "skip_bad_samples", False))
         self.bad_samples = []
         self.next_batch = batch_sampler.start_batch
+        self._started = None  # (paddle's iterator, our generator) of start()
 
     def set_epoch(self, epoch, start_batch=0):
+        self.close()
         self.source_dataset.set_epoch(epoch)
         self.batch_sampler.set_epoch(epoch, start_batch)
         self.next_batch = start_batch
 
+    def start(self):
+        """Start the pass now: the workers start and fill their queues while the caller does
+        something else (the trainer: the evaluation and checkpoints of the epoch before); the
+        next iteration takes this pass. close() ends it if it is not wanted."""
+        if self._started is None:
+            self._started = self._begin()
+        return self
+
+    def close(self):
+        """End a pass that start() began and nothing iterated (its workers stop now)."""
+        if self._started is not None:
+            it, _ = self._started
+            self._started = None
+            stop_workers(it)
+
     def __iter__(self):
+        started, self._started = self._started or self._begin(), None
+        return started[1]
+
+    def _begin(self):
         if self.num_workers > 0:
             quiet_paddle_sigchld()         # before the workers start: see worker_watch.py
             self._worker_start.before_fork()
-        return self._batches(super().__iter__())
+        it = super().__iter__()
+        return it, self._batches(it)
 
     def _raise(self, rec):
         hint = ""
@@ -208,6 +232,8 @@ class _WorkerStart:
     forked workers see it.
 
     - The worker dies with the main process, whatever kills it (worker_watch.follow_parent).
+    - Its copy of the data set gives images before the transforms' batch tail (a final
+      Normalize + Transpose), which BatchCollate applies to the whole batch.
     - A batch that cannot be sent to the main process (its shared memory file cannot be sized:
       /dev/shm full, a file-size limit, too many open files) is dropped by multiprocessing's
       queue thread with a printed traceback, and the main process then waits for it for ever
@@ -224,6 +250,10 @@ class _WorkerStart:
 
     def __call__(self, worker_id):
         follow_parent(self.parent_pid, self.by_main_thread)
+        # this worker's copy of the data set leaves the transforms' batch tail to BatchCollate
+        source = getattr(paddle.io.get_worker_info().dataset, "dataset", None)
+        if getattr(source, "batched_items", None) is False:
+            source.batched_items = True
         multiprocessing.queues.Queue._on_queue_feeder_error = staticmethod(_handoff_failed)
         if self.user_fn is not None:
             self.user_fn(worker_id)
