@@ -12,14 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ppmobilenet.config import load_config, validate_config
+from ppmobilenet.config import validate_config
 from ppmobilenet.data import (DataError, DemoDigits, ImageFolder, ImageNetDataset, ShardedBatchSampler,
                               build_dataloader, build_dataset, build_transforms, load_image,
                               parse_label_file, parse_list_file, pop_bad_samples, prepare_demo_digits,
                               sample_rng)
 from ppmobilenet.data.demo import DIGIT_NAMES, stratified_split
-
-from engine_helpers import ROOT
 
 SMALL_TF = [{"Resize": {"size": 24}}, {"CenterCrop": {"size": 24}}, {"ToTensor": {}}]
 AUG_TF = [{"RandomResizedCrop": {"size": 32, "scale": [0.3, 1.0]}}, {"RandomHorizontalFlip": {}},
@@ -425,22 +423,6 @@ def test_cached_images_give_the_same_batches_without_reading_a_file_again(digits
     assert_same(batches(build_dataloader(cfg, "Train", epoch=2, dataset=dataset)), uncached)
     again = batches(build_dataloader(cfg, "Train", epoch=2, dataset=dataset))
     assert_same(again, uncached)                            # the transforms left the cache as it was
-
-
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_the_loader_normalises_whole_batches_to_the_same_bits(digits, num_workers):
-    """The demo's transforms end in Normalize (HWC) + Transpose: the loader's workers run the rest
-    per image and normalise the stacked uint8 batch; every value equals dataset[i]'s own."""
-    cfg = load_config(os.path.join(ROOT, "configs", "demo.yaml"), [
-        f"DataLoader.Train.dataset.cache_dir={os.path.dirname(digits['root'])}",
-        f"DataLoader.Train.loader.num_workers={num_workers}", "DataLoader.Train.sampler.shuffle=false"])
-    dataset = build_dataset(cfg, "Train")
-    assert dataset.transform.batch_tail is not None
-    x, y = next(iter(build_dataloader(cfg, "Train", epoch=3, dataset=dataset)))
-    dataset.set_epoch(3)
-    np.testing.assert_array_equal(x.numpy(), np.stack([dataset[i][0] for i in range(len(x))]))
-    np.testing.assert_array_equal(y.numpy().ravel(), [dataset[i][1] for i in range(len(x))])
-    assert build_transforms(cfg["DataLoader"]["Train"]["transforms"][:-1]).batch_tail is None
 
 
 def test_epoch_and_seed_change_order_and_augmentation(digits, tmp_path):

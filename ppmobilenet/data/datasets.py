@@ -48,7 +48,6 @@ class _SampleDataset(paddle.io.Dataset):
         self.skip_bad_samples = bool(skip_bad_samples)
         self.epoch = 0
         self.decoded = None
-        self.batched_items = False  # True in a loader worker's copy (data/loader.py): see item()
 
     def cache_decoded_images(self):
         """Decode every image now and keep them (DataLoader.<mode>.dataset.cache_images): built
@@ -80,11 +79,6 @@ class _SampleDataset(paddle.io.Dataset):
         return len(self.samples)
 
     def __getitem__(self, idx):
-        return self.item(idx, batched=self.batched_items)
-
-    def item(self, idx, batched=False):
-        """(image, label) of sample idx; batched=True (a loader worker's copy): only the
-        transforms' head, the batch tail (TransformPipeline.batch_tail) being the collate's."""
         rel, label, line = self.samples[idx]
         path = os.path.join(self.root, rel)
         origin = f"{self.list_file}:{line}" if line is not None else None
@@ -97,9 +91,8 @@ class _SampleDataset(paddle.io.Dataset):
         else:
             img = self.decoded[idx].copy()  # a transform working in place must not change the cache
         try:
-            transform = self.transform.head if batched and hasattr(self.transform, "head") else self.transform
             with sample_rng(self.seed, self.epoch, idx):
-                x = transform(img)
+                x = self.transform(img)
         except Exception as e:  # noqa: BLE001 -- name the image and op chain, whatever failed
             raise SampleError(f"transforms {self.transform!r} failed on {path}{listed} "
                               f"(size {img.size}): {type(e).__name__}: {e}", path, origin, "transform") \

@@ -78,20 +78,8 @@ class _GuardedDataset(paddle.io.Dataset):
         return getattr(self.dataset, name)
 
 
-class BatchCollate:
-    """collate_with_failures, then the transforms' batch tail on uint8 batches (the items of
-    a worker's data set copy, whose `batched_items` _WorkerStart sets)."""
-
-    def __init__(self, tail=None):
-        self.tail = tail
-
-    def __call__(self, items):
-        return collate_with_failures(items, self.tail)
-
-
-def collate_with_failures(items, tail=None):
-    """[(image, label) | _Failure] -> [images [N,C,H,W] float32, labels [N] int64, report JSON];
-    uint8 images go through `tail` (a transforms.BatchNormalize) as one batch."""
+def collate_with_failures(items):
+    """[(image, label) | _Failure] -> [images [N,C,H,W] float32, labels [N] int64, report JSON]."""
     good = [it for it in items if not isinstance(it, _Failure)]
     bad = [{"path": f.path, "line": f.line, "kind": f.kind, "reason": f.reason}
            for f in items if isinstance(f, _Failure)]
@@ -105,13 +93,7 @@ def collate_with_failures(items, tail=None):
                                   f"Resize with [h, w])"})
             good = []
         else:
-            xs = [x for x, _ in good]
-            if tail is not None and all(x.dtype == np.uint8 for x in xs):
-                images = tail(np.stack(xs))
-            else:
-                if tail is not None:  # a mixed batch: not seen with one op chain, right all the same
-                    xs = [tail(x[None])[0] if x.dtype == np.uint8 else x for x in xs]
-                images = np.stack(xs).astype(np.float32, copy=False)
+            images = np.stack([x for x, _ in good]).astype(np.float32, copy=False)
             labels = np.asarray([y for _, y in good], dtype=np.int64)
     # a JSON string rides through paddle's queues as structure, not as a tensor
     return [images, labels, json.dumps({"n": len(good), "bad": bad})]
@@ -123,9 +105,8 @@ class ReportingDataLoader(paddle.io.DataLoader):
     def __init__(self, dataset, batch_sampler, num_workers=0, use_shared_memory=True, mode="Train",
                  **kwargs):
         self._worker_start = kwargs["worker_init_fn"] = _WorkerStart(kwargs.get("worker_init_fn"))
-        tail = getattr(getattr(dataset, "transform", None), "batch_tail", None)
         super().__init__(_GuardedDataset(dataset), batch_sampler=batch_sampler,
-                         collate_fn=BatchCollate(tail), num_workers=num_workers,
+                         collate_fn=collate_with_failures, num_workers=num_workers,
                          use_shared_memory=use_shared_memory, return_list=True, **kwargs)
         self.source_dataset = dataset
         self.mode = mode
@@ -232,8 +213,6 @@ class _WorkerStart:
     forked workers see it.
 
     - The worker dies with the main process, whatever kills it (worker_watch.follow_parent).
-    - Its copy of the data set gives images before the transforms' batch tail (a final
-      Normalize + Transpose), which BatchCollate applies to the whole batch.
     - A batch that cannot be sent to the main process (its shared memory file cannot be sized:
       /dev/shm full, a file-size limit, too many open files) is dropped by multiprocessing's
       queue thread with a printed traceback, and the main process then waits for it for ever
@@ -250,10 +229,6 @@ class _WorkerStart:
 
     def __call__(self, worker_id):
         follow_parent(self.parent_pid, self.by_main_thread)
-        # this worker's copy of the data set leaves the transforms' batch tail to BatchCollate
-        source = getattr(paddle.io.get_worker_info().dataset, "dataset", None)
-        if getattr(source, "batched_items", None) is False:
-            source.batched_items = True
         multiprocessing.queues.Queue._on_queue_feeder_error = staticmethod(_handoff_failed)
         if self.user_fn is not None:
             self.user_fn(worker_id)

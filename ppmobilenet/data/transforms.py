@@ -84,36 +84,8 @@ def to_chw_float32(x):
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-class BatchNormalize:
-    """(x - mean) / std over a stacked [N, C, H, W] uint8 batch, in float32: element for element
-    the numbers paddle.vision's Normalize (HWC) + Transpose give one image, at a tenth of the cost
-    (numpy's broadcast over a last axis of 3 runs 3-element loops)."""
-
-    def __init__(self, mean, std):
-        self.mean = np.float32(np.asarray(mean).reshape(1, -1, 1, 1))
-        self.std = np.float32(np.asarray(std).reshape(1, -1, 1, 1))
-
-    def __call__(self, batch):
-        return (batch.astype(np.float32) - self.mean) / self.std
-
-
-def _batch_tail(ops):
-    """A BatchNormalize for pipelines that end in Normalize(data_format HWC) + Transpose to CHW
-    (the configs' own ending), else None."""
-    if len(ops) < 2 or [n for n, _ in ops[-2:]] != ["Normalize", "Transpose"]:
-        return None
-    norm, transpose = ops[-2][1], ops[-1][1]
-    if norm.data_format != "HWC" or norm.to_rgb or list(transpose.order) != [2, 0, 1]:
-        return None
-    return BatchNormalize(norm.mean, norm.std)
-
-
 class TransformPipeline:
-    """callable(PIL.Image) -> CHW float32 numpy array; picklable for worker processes.
-
-    The data loader splits it where it can: `head(img)` runs every op but a final Normalize +
-    Transpose and gives the image as CHW uint8; `batch_tail` (a BatchNormalize, or None) then
-    normalises the stacked batch."""
+    """callable(PIL.Image) -> CHW float32 numpy array; picklable for worker processes."""
 
     def __init__(self, specs):
         self.specs = [dict(s) for s in (specs or [])]
@@ -126,26 +98,11 @@ class TransformPipeline:
                 where = f"transforms[{i}]" + (f".{e.op}" if e.op else "")
                 raise DataError(f"{where}: {e}") from None
             self.ops.append((name, ops[name](**kwargs)))
-        self.batch_tail = _batch_tail(self.ops)
 
     def __call__(self, img):
         for name, op in self.ops:
             img = op(img)
         return to_chw_float32(img)
-
-    def head(self, img):
-        """The image before batch_tail: CHW uint8 when the ops before it give 8-bit pixels with
-        one value per mean, else (other images) the whole pipeline's CHW float32."""
-        if self.batch_tail is None:
-            return self(img)
-        for name, op in self.ops[:-2]:
-            img = op(img)
-        x = np.asarray(img)
-        if x.dtype != np.uint8 or x.ndim != 3 or x.shape[2] != self.batch_tail.mean.shape[1]:
-            for name, op in self.ops[-2:]:
-                img = op(img)
-            return to_chw_float32(img)
-        return np.ascontiguousarray(x.transpose(2, 0, 1))
 
     def __repr__(self):
         return f"TransformPipeline({[name for name, _ in self.ops]})"
