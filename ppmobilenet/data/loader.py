@@ -26,6 +26,7 @@ persistent workers: workers copy the dataset, epoch included, when an iteration 
 `len(loader)` is the number of batches in the full epoch; `loader.next_batch` is the sampler
 position after the last batch yielded (start_batch + batches pulled), for checkpoints.
 """
+import gc
 import json
 import logging
 import multiprocessing.queues
@@ -144,6 +145,10 @@ class ReportingDataLoader(paddle.io.DataLoader):
         if self.num_workers > 0:
             quiet_paddle_sigchld()         # before the workers start: see worker_watch.py
             self._worker_start.before_fork()
+            # Garbage left in reference cycles (a finished pass's paddle objects) would otherwise
+            # be collected in a forked worker, whose copies of Paddle's locks may be held: seen
+            # as a worker hung on a futex at its start.
+            gc.collect()
         it = super().__iter__()
         return it, self._batches(it)
 
