@@ -57,8 +57,8 @@ class _SampleDataset(paddle.io.Dataset):
         for idx in range(len(self.samples)):
             try:
                 decoded.append(self._read(idx))
-            except SampleError as e:
-                decoded.append(e)
+            except SampleError as e:  # no traceback: its frames would tie the data set in a cycle
+                decoded.append(e.with_traceback(None))
         self.decoded = decoded
 
     def _read(self, idx):

@@ -61,11 +61,12 @@ def is_depthwise3x3(layer):
             and layer._data_format == "NCHW" and layer.bias is None)
 
 
-def switch_layers(model, cls):
-    """Give every 3x3 depthwise conv of `model` the class `cls`, in place -> how many."""
+def switch_layers(model, cls, which=is_depthwise3x3):
+    """Give every layer of `model` that `which` takes (default: the 3x3 depthwise convs) the
+    class `cls`, in place -> how many."""
     count = 0
     for layer in model.sublayers(include_self=True):
-        if is_depthwise3x3(layer):
+        if which(layer):
             layer.__class__ = cls  # keeps the parameters and their names
             count += 1
     return count
@@ -82,11 +83,7 @@ def is_fusable_conv_bn(layer):
 def use_compiled_kernels(model):
     """The compiled kernels (ops.load() must have succeeded) for every 3x3 depthwise conv and
     every conv + BatchNorm + activation block of `model` -> (depthwise convs, fused blocks)."""
-    blocks = 0
-    for layer in model.sublayers(include_self=True):
-        if is_fusable_conv_bn(layer):
-            layer.__class__ = FusedConvBNLayer
-            blocks += 1
+    blocks = switch_layers(model, FusedConvBNLayer, is_fusable_conv_bn)
     return switch_layers(model, CompiledDepthwiseConv2D), blocks
 
 

@@ -12,6 +12,8 @@ products are the same, summed in another order: float rounding apart. A traced p
 import paddle
 from paddle import nn
 
+from .layers import switch_layers
+
 MAX_PLANE = 256  # pixels (16x16)
 
 
@@ -39,9 +41,4 @@ def is_pointwise(layer):
 
 def use_pointwise_matmul(model):
     """Give every plain 1x1 conv of `model` the class PointwiseMatmulConv2D -> how many."""
-    count = 0
-    for layer in model.sublayers(include_self=True):
-        if is_pointwise(layer):
-            layer.__class__ = PointwiseMatmulConv2D  # keeps the parameters and their names
-            count += 1
-    return count
+    return switch_layers(model, PointwiseMatmulConv2D, is_pointwise)
