@@ -141,6 +141,10 @@ def _loader_schema(train):
             "cache_images": Key("bool", False,
                                 doc="decode every image once, when the data set is built, and keep it "
                                     "in memory (small data sets; the loader workers share the copy)"),
+            "transforms_on_batch": Key("bool", False,
+                                       doc="with cache_images: the transforms' pixel work runs once per "
+                                           "batch in the training process (Paddle matmuls), the workers only "
+                                           "draw each image's crop and flip (docs/data.md)"),
             "cache_dir": Key(("str", "null"), None,
                              doc="DemoDigits: where the PNGs go [$PPMOBILENET_CACHE or ~/.cache/ppmobilenet]"),
             "image_size": Key("int", 64, check=_in(8, 1024), doc="DemoDigits: PNG side length"),
@@ -606,6 +610,9 @@ def _cross_checks(cfg, raw, where):
             if not ds[key]:
                 errors.append(f"{_fmt(base + (key,))} is required when {_fmt(base + ('name',))} is "
                               f"{ds['name']} (in {where(base)})")
+        if ds["transforms_on_batch"] and not ds["cache_images"]:
+            errors.append(f"{_fmt(base + ('transforms_on_batch',))} needs {_fmt(base + ('cache_images',))}=true "
+                          f"(it resamples the decoded-image cache) (in {where(base + ('transforms_on_batch',))})")
     train_ds = cfg["DataLoader"]["Train"]["dataset"]["name"]
     raw_dl = raw.get("DataLoader") if isinstance(raw.get("DataLoader"), dict) else {}
     if train_ds != "DemoDigits" and "Eval" not in raw_dl and cfg["Global"]["eval_during_train"]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ppmobilenet.config import validate_config
+from ppmobilenet.config import ConfigError, validate_config
 from ppmobilenet.data import (DataError, DemoDigits, ImageFolder, ImageNetDataset, ShardedBatchSampler,
                               build_dataloader, build_dataset, build_transforms, load_image,
                               parse_label_file, parse_list_file, pop_bad_samples, prepare_demo_digits,
@@ -22,6 +22,10 @@ from ppmobilenet.data.demo import DIGIT_NAMES, stratified_split
 SMALL_TF = [{"Resize": {"size": 24}}, {"CenterCrop": {"size": 24}}, {"ToTensor": {}}]
 AUG_TF = [{"RandomResizedCrop": {"size": 32, "scale": [0.3, 1.0]}}, {"RandomHorizontalFlip": {}},
           {"ToTensor": {}}, {"Normalize": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}]
+# the configs' ending: Normalize on 0-255 HWC pixels + Transpose (what transforms_on_batch runs)
+PIXEL_STD = [58.395, 57.12, 57.375]
+NORMALIZE_TF = [{"Normalize": {"mean": [123.675, 116.28, 103.53], "std": PIXEL_STD, "data_format": "HWC"}},
+                {"Transpose": {"order": [2, 0, 1]}}]
 
 
 def make_cfg(train=None, eval=None, seed=0, class_num=10, **glob):
@@ -232,23 +236,25 @@ def test_sample_rng_is_pure_and_restores_global_state():
 
 # ------------------------------------------------------------------ bad samples through the loader
 
-def bad_set(tmp_path, skip, num_workers, cache_images=False):
-    """6 good PNGs, one missing file and one corrupt file (list lines 4 and 8)."""
+def bad_set(tmp_path, skip, num_workers, cache="no"):
+    """6 good PNGs, one missing file and one corrupt file (list lines 4 and 8); cache "no",
+    "images" (cache_images) or "on_batch" (cache_images + transforms_on_batch)."""
     lines = write_images(str(tmp_path), 6, size=(32, 32))
     (tmp_path / "img" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     lines = lines[:3] + ["img/missing.png 1"] + lines[3:] + ["img/corrupt.png 2"]
     lst = write_list(tmp_path / "train.txt", lines)
     sec = {"dataset": {"name": "ImageNetDataset", "image_root": str(tmp_path), "cls_label_path": lst,
-                       "skip_bad_samples": skip, "cache_images": cache_images},
-           "transforms": SMALL_TF, "sampler": {"batch_size": 3, "shuffle": False},
-           "loader": {"num_workers": num_workers}}
+                       "skip_bad_samples": skip, "cache_images": cache != "no",
+                       "transforms_on_batch": cache == "on_batch"},
+           "transforms": NORMALIZE_TF if cache == "on_batch" else SMALL_TF,
+           "sampler": {"batch_size": 3, "shuffle": False}, "loader": {"num_workers": num_workers}}
     return make_cfg(train=sec, eval=sec, class_num=3), lst
 
 
-@pytest.mark.parametrize("cache_images", [False, True])
+@pytest.mark.parametrize("cache", ["no", "images", "on_batch"])
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_bad_image_stops_the_epoch_with_file_and_line(tmp_path, num_workers, cache_images):
-    cfg, lst = bad_set(tmp_path, skip=False, num_workers=num_workers, cache_images=cache_images)
+def test_bad_image_stops_the_epoch_with_file_and_line(tmp_path, num_workers, cache):
+    cfg, lst = bad_set(tmp_path, skip=False, num_workers=num_workers, cache=cache)
     loader = build_dataloader(cfg, "Train")
     got = []
     with pytest.raises(DataError) as info:
@@ -260,10 +266,10 @@ def test_bad_image_stops_the_epoch_with_file_and_line(tmp_path, num_workers, cac
     assert got == [[0, 1, 2]]                              # the batch before the bad one came through
 
 
-@pytest.mark.parametrize("cache_images", [False, True])
+@pytest.mark.parametrize("cache", ["no", "images", "on_batch"])
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_skip_bad_samples_drops_and_reports_them(tmp_path, caplog, num_workers, cache_images):
-    cfg, lst = bad_set(tmp_path, skip=True, num_workers=num_workers, cache_images=cache_images)
+def test_skip_bad_samples_drops_and_reports_them(tmp_path, caplog, num_workers, cache):
+    cfg, lst = bad_set(tmp_path, skip=True, num_workers=num_workers, cache=cache)
     loader = build_dataloader(cfg, "Train")
     with caplog.at_level(logging.WARNING, logger="ppmobilenet.data"):
         got = batches(loader)
@@ -423,6 +429,52 @@ def test_cached_images_give_the_same_batches_without_reading_a_file_again(digits
     assert_same(batches(build_dataloader(cfg, "Train", epoch=2, dataset=dataset)), uncached)
     again = batches(build_dataloader(cfg, "Train", epoch=2, dataset=dataset))
     assert_same(again, uncached)                            # the transforms left the cache as it was
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("size", [40, 80])      # the crops shrink (PIL widens its filter) / grow
+def test_transforms_on_batch_give_the_per_image_crops_and_flips(digits, tmp_path, size, num_workers):
+    """transforms_on_batch: the workers draw each image's crop and flip with the transforms' own
+    code, the training process resamples the batch; the batches equal the per-image path's to
+    within PIL's 8-bit rounding (at most about one level of 255), image for image."""
+    cfg = digits_subset_cfg(digits, tmp_path, n=48, num_workers=num_workers)
+    cfg["DataLoader"]["Train"]["transforms"] = [
+        {"RandomResizedCrop": {"size": size, "scale": [0.3, 1.0]}}, {"RandomHorizontalFlip": {}}] + NORMALIZE_TF
+    per_image = batches(build_dataloader(cfg, "Train", epoch=3))
+    cfg["DataLoader"]["Train"]["dataset"].update(cache_images=True, transforms_on_batch=True)
+    dataset = build_dataset(cfg, "Train")
+    assert dataset.batch_transforms is not None
+    on_batch = batches(build_dataloader(cfg, "Train", epoch=3, dataset=dataset))
+    assert len(on_batch) == len(per_image)
+    levels = []
+    for (xa, ya), (xb, yb) in zip(per_image, on_batch):
+        np.testing.assert_array_equal(ya, yb)
+        assert xb.shape == xa.shape == (len(ya), 3, size, size) and xb.dtype == np.float32
+        levels.append(np.abs(xb - xa) * np.float32(PIXEL_STD).reshape(1, 3, 1, 1))
+    levels = np.concatenate(levels)
+    assert levels.max() <= 1.01 and levels.mean() < 0.35
+
+
+def test_transforms_on_batch_refuses_what_it_cannot_run(digits, tmp_path):
+    cfg = digits_subset_cfg(digits, tmp_path, n=8)
+    raw = {"Global": {"epochs": 1}, "Arch": {"name": "mobilenet_v1", "class_num": 10},
+           "DataLoader": {"Train": {"dataset": {"transforms_on_batch": True}}}}
+    with pytest.raises(ConfigError, match=r"DataLoader\.Train\.dataset\.transforms_on_batch needs "
+                                          r"DataLoader\.Train\.dataset\.cache_images=true"):
+        validate_config(raw)
+    cfg["DataLoader"]["Train"]["dataset"].update(cache_images=True, transforms_on_batch=True)
+    cfg["DataLoader"]["Train"]["transforms"] = [{"CenterCrop": {"size": 32}}] + NORMALIZE_TF
+    with pytest.raises(DataError, match=r"DataLoader\.Train\.dataset\.transforms_on_batch: it runs the "
+                                        r"transforms .*the transforms are \['CenterCrop', 'Normalize', "):
+        build_dataset(cfg, "Train")
+    cfg["DataLoader"]["Train"]["transforms"] = NORMALIZE_TF
+    lines = write_images(str(tmp_path), 2, size=(32, 32)) + write_images(str(tmp_path / "b"), 1, size=(40, 30))
+    lines[2] = "b/" + lines[2]
+    cfg["DataLoader"]["Train"]["dataset"].update(image_root=str(tmp_path),
+                                                 cls_label_path=write_list(tmp_path / "mixed.txt", lines))
+    wrong = os.path.join(str(tmp_path), lines[2].split()[0])
+    with pytest.raises(DataError, match=f"needs images of one size: {wrong} is RGB 40x30, the first is RGB 32x32"):
+        build_dataset(cfg, "Train")
 
 
 def test_epoch_and_seed_change_order_and_augmentation(digits, tmp_path):

@@ -11,6 +11,7 @@ import secrets
 import numpy as np
 import paddle
 
+from .batch_transforms import BatchTransforms, draw_params
 from .demo import DIGIT_NAMES, prepare_demo_digits
 from .errors import DataError
 from .image import IMG_EXTENSIONS, load_image
@@ -48,6 +49,7 @@ class _SampleDataset(paddle.io.Dataset):
         self.skip_bad_samples = bool(skip_bad_samples)
         self.epoch = 0
         self.decoded = None
+        self.batch_transforms = None
 
     def cache_decoded_images(self):
         """Decode every image now and keep them (DataLoader.<mode>.dataset.cache_images): built
@@ -72,6 +74,24 @@ class _SampleDataset(paddle.io.Dataset):
             listed = f" (listed at {origin})" if origin else ""
             raise SampleError(f"{e}{listed}", path, origin, "read") from None
 
+    def use_batch_transforms(self):
+        """DataLoader.<mode>.dataset.transforms_on_batch, after cache_decoded_images: the loader
+        gets batch_item(i) from its workers and self.batch_transforms turns a batch of them into
+        images (data/batch_transforms.py). DataError if the pipeline or the images do not allow it."""
+        first = next((img for img in self.decoded if not isinstance(img, SampleError)), None)
+        if first is None:
+            return
+        pixels = np.zeros((len(self.decoded), 3, first.size[1], first.size[0]), np.uint8)
+        for idx, img in enumerate(self.decoded):
+            if isinstance(img, SampleError):
+                continue                      # raised where the sample is used, as without this
+            if img.size != first.size or img.mode != "RGB":
+                raise DataError(f"it needs images of one size: "
+                                f"{os.path.join(self.root, self.samples[idx][0])} is {img.mode} "
+                                f"{img.size[0]}x{img.size[1]}, the first is RGB {first.size[0]}x{first.size[1]}")
+            pixels[idx] = np.asarray(img).transpose(2, 0, 1)
+        self.batch_transforms = BatchTransforms(self.transform.ops, pixels)
+
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
 
@@ -79,6 +99,14 @@ class _SampleDataset(paddle.io.Dataset):
         return len(self.samples)
 
     def __getitem__(self, idx):
+        return self._item(idx, self.transform)
+
+    def batch_item(self, idx):
+        """With batch_transforms: (sample idx's crop and flip as int64 [6], label), drawn by the
+        transforms' own code from the random numbers dataset[idx] would use."""
+        return self._item(idx, lambda img: draw_params(self.transform.ops, idx, img))
+
+    def _item(self, idx, transform):
         rel, label, line = self.samples[idx]
         path = os.path.join(self.root, rel)
         origin = f"{self.list_file}:{line}" if line is not None else None
@@ -92,7 +120,7 @@ class _SampleDataset(paddle.io.Dataset):
             img = self.decoded[idx].copy()  # a transform working in place must not change the cache
         try:
             with sample_rng(self.seed, self.epoch, idx):
-                x = self.transform(img)
+                x = transform(img)
         except Exception as e:  # noqa: BLE001 -- name the image and op chain, whatever failed
             raise SampleError(f"transforms {self.transform!r} failed on {path}{listed} "
                               f"(size {img.size}): {type(e).__name__}: {e}", path, origin, "transform") \
@@ -230,4 +258,9 @@ def build_dataset(cfg, mode):
         raise DataError(f"DataLoader.{mode}.dataset.name: unknown dataset {name!r}")
     if ds["cache_images"]:
         dataset.cache_decoded_images()
+    if ds["transforms_on_batch"]:
+        try:
+            dataset.use_batch_transforms()
+        except DataError as e:
+            raise DataError(f"DataLoader.{mode}.dataset.transforms_on_batch: {e}") from None
     return dataset

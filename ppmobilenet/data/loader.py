@@ -66,6 +66,8 @@ class _GuardedDataset(paddle.io.Dataset):
 
     def __getitem__(self, idx):
         try:
+            if getattr(self.dataset, "batch_transforms", None) is not None:
+                return self.dataset.batch_item(idx)   # the pixels are resampled per batch, later
             return self.dataset[idx]
         except SampleError as e:
             return _Failure(e.path, e.origin, e.kind, str(e))
@@ -94,7 +96,9 @@ def collate_with_failures(items):
                                   f"Resize with [h, w])"})
             good = []
         else:
-            images = np.stack([x for x, _ in good]).astype(np.float32, copy=False)
+            images = np.stack([x for x, _ in good])
+            if images.dtype.kind == "f":           # int64 rows are batch_item's (transforms_on_batch)
+                images = images.astype(np.float32, copy=False)
             labels = np.asarray([y for _, y in good], dtype=np.int64)
     # a JSON string rides through paddle's queues as structure, not as a tensor
     return [images, labels, json.dumps({"n": len(good), "bad": bad})]
@@ -110,6 +114,7 @@ class ReportingDataLoader(paddle.io.DataLoader):
                          collate_fn=collate_with_failures, num_workers=num_workers,
                          use_shared_memory=use_shared_memory, return_list=True, **kwargs)
         self.source_dataset = dataset
+        self._batch_transforms = getattr(dataset, "batch_transforms", None)
         self.mode = mode
         self.skip_bad_samples = bool(getattr(dataset, "skip_bad_samples", False))
         self.bad_samples = []
@@ -193,6 +198,8 @@ class ReportingDataLoader(paddle.io.DataLoader):
                 if report["n"] == 0:
                     continue
                 seen += report["n"]
+                if self._batch_transforms is not None:
+                    images = self._batch_transforms(images.numpy())
                 yield images, labels
         finally:
             if watch is not None:
