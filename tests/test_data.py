@@ -414,17 +414,23 @@ def test_same_batches_whatever_num_workers(digits, tmp_path):
     assert_same(c, d)
 
 
-def test_cached_images_give_the_same_batches_without_reading_a_file_again(digits, tmp_path):
-    """cache_images decodes once, in the process that builds the data set: its loader workers
-    (forked) use that copy, so the batches equal the uncached ones even with the files gone."""
+@pytest.mark.parametrize("transforms", ["random", "deterministic"])
+def test_cached_images_give_the_same_batches_without_reading_a_file_again(digits, tmp_path, transforms):
+    """cache_images decodes once (or, for a pipeline without randomness, transforms once), in
+    the process that builds the data set: its loader workers (forked) use that copy, so the
+    batches equal the uncached ones even with the files gone."""
     root = tmp_path / "copy"
     shutil.copytree(digits["root"], root)
     cfg = digits_subset_cfg(digits, tmp_path, n=48)
     cfg["DataLoader"]["Train"]["dataset"]["image_root"] = str(root)
+    if transforms == "deterministic":
+        cfg["DataLoader"]["Train"]["transforms"] = [{"Resize": {"size": 40}}, {"CenterCrop": {"size": 32}}] + NORMALIZE_TF
     uncached = batches(build_dataloader(cfg, "Train", epoch=2))
     cfg["DataLoader"]["Train"]["dataset"]["cache_images"] = True
     cfg["DataLoader"]["Train"]["loader"]["num_workers"] = 2
     dataset = build_dataset(cfg, "Train")
+    kept = dataset.transformed if transforms == "deterministic" else dataset.decoded
+    assert kept is not None and len(kept) == 48
     shutil.rmtree(root)
     assert_same(batches(build_dataloader(cfg, "Train", epoch=2, dataset=dataset)), uncached)
     again = batches(build_dataloader(cfg, "Train", epoch=2, dataset=dataset))

@@ -30,6 +30,14 @@ class SampleError(DataError):
         self.path, self.origin, self.kind = path, origin, kind
 
 
+def _from_cache(cache, idx):
+    """cache[idx], or a fresh copy of the SampleError kept there (re-raising one grows its traceback)."""
+    if isinstance(cache[idx], SampleError):
+        e = cache[idx]
+        raise SampleError(str(e), e.path, e.origin, e.kind)
+    return cache[idx]
+
+
 class _SampleDataset(paddle.io.Dataset):
     """Shared body: `self.samples` is [(path, label, list line or None)], a path relative to
     `self.root` (kept short: ImageNet has 1.28M of them, and every worker shares the list)."""
@@ -48,20 +56,29 @@ class _SampleDataset(paddle.io.Dataset):
         self.seed = int(seed) if seed is not None else secrets.randbits(63)
         self.skip_bad_samples = bool(skip_bad_samples)
         self.epoch = 0
-        self.decoded = None
+        self.decoded = None        # cache_images: each image decoded (or its SampleError) ...
+        self.transformed = None    # ... or, for a pipeline without randomness, transformed
         self.batch_transforms = None
 
     def cache_decoded_images(self):
         """Decode every image now and keep them (DataLoader.<mode>.dataset.cache_images): built
         before the loader forks its workers, the one copy is theirs too. A file that fails to
         read is kept as its error, raised (or skipped) where the sample is used, as uncached."""
-        decoded = []
+        self.decoded = self._each(self._read)
+
+    def cache_transformed_images(self):
+        """cache_images for a pipeline that draws no random number (the evaluation's): keep each
+        image's transformed array, the same every epoch, instead of the decoded image."""
+        self.transformed = self._each(lambda idx: self[idx][0])
+
+    def _each(self, item):
+        kept = []
         for idx in range(len(self.samples)):
             try:
-                decoded.append(self._read(idx))
+                kept.append(item(idx))
             except SampleError as e:  # no traceback: its frames would tie the data set in a cycle
-                decoded.append(e.with_traceback(None))
-        self.decoded = decoded
+                kept.append(e.with_traceback(None))
+        return kept
 
     def _read(self, idx):
         """Sample idx's image from its file; SampleError naming the file and list line if bad."""
@@ -111,13 +128,12 @@ class _SampleDataset(paddle.io.Dataset):
         path = os.path.join(self.root, rel)
         origin = f"{self.list_file}:{line}" if line is not None else None
         listed = f" (listed at {origin})" if origin else ""
+        if self.transformed is not None and transform is self.transform:
+            return _from_cache(self.transformed, idx).copy(), np.int64(label)   # a caller may write to it
         if self.decoded is None:
             img = self._read(idx)
-        elif isinstance(self.decoded[idx], SampleError):  # a fresh one: re-raising grows a traceback
-            e = self.decoded[idx]
-            raise SampleError(str(e), e.path, e.origin, e.kind)
         else:
-            img = self.decoded[idx].copy()  # a transform working in place must not change the cache
+            img = _from_cache(self.decoded, idx).copy()  # a transform working in place must not change the cache
         try:
             with sample_rng(self.seed, self.epoch, idx):
                 x = transform(img)
@@ -256,7 +272,9 @@ def build_dataset(cfg, mode):
                              **common)
     else:
         raise DataError(f"DataLoader.{mode}.dataset.name: unknown dataset {name!r}")
-    if ds["cache_images"]:
+    if ds["cache_images"] and transform.deterministic and not ds["transforms_on_batch"]:
+        dataset.cache_transformed_images()
+    elif ds["cache_images"]:
         dataset.cache_decoded_images()
     if ds["transforms_on_batch"]:
         try:

@@ -84,6 +84,12 @@ def to_chw_float32(x):
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+# paddle.vision transforms that draw no random number: a pipeline of these alone gives an image
+# the same array every epoch, which cache_images can then keep instead of the decoded image
+DETERMINISTIC_TRANSFORMS = frozenset({"Resize", "CenterCrop", "Pad", "Grayscale", "ToTensor", "Normalize",
+                                      "Transpose"})
+
+
 class TransformPipeline:
     """callable(PIL.Image) -> CHW float32 numpy array; picklable for worker processes."""
 
@@ -103,6 +109,10 @@ class TransformPipeline:
         for name, op in self.ops:
             img = op(img)
         return to_chw_float32(img)
+
+    @property
+    def deterministic(self):
+        return all(name in DETERMINISTIC_TRANSFORMS for name, _ in self.ops)
 
     def __repr__(self):
         return f"TransformPipeline({[name for name, _ in self.ops]})"
