@@ -129,6 +129,8 @@ def calibration_images(cfg, count=DEFAULT_CALIBRATION):
         raise DeployError(f"INT8 calibration needs at least {MIN_CALIBRATION} images, got {count}")
     c = copy.deepcopy(cfg)
     c["DataLoader"]["Train"]["transforms"] = transform_ops(cfg)
+    # a few images, each read once and transformed on its own: no cache, no batch transforms
+    c["DataLoader"]["Train"]["dataset"].update(cache_images=False, transforms_on_batch=False)
     ds = build_dataset(c, "Train")
     n = len(ds)
     if n < MIN_CALIBRATION:
