@@ -252,7 +252,7 @@ def test_engine_process_times_and_measures_memory(tmp_path):
     from ppmobilenet.bench.prepare import export, imagenet_ops
     from ppmobilenet.bench.procs import Worker
     arch = {"name": "mobilenet_v1", "class_num": 10, "scale": 0.25, "head": "classic"}
-    p = export("t", arch, 32, str(tmp_path), imagenet_ops(32), onnx=True, log=lambda m: None)
+    p = export("t", arch, 32, str(tmp_path), onnx=True, ops=imagenet_ops(32), log=lambda m: None)
     x = np.random.RandomState(0).standard_normal((3, 3, 32, 32)).astype("float32")
     np.savez(tmp_path / "in.npz", x=x)
     w = Worker("onnxruntime-1t", {"kind": "onnx", "path": p["onnx"], "threads": 1, "cpu": [],

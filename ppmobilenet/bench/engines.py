@@ -5,6 +5,7 @@ import paddle
 
 from ppmobilenet.deploy.predictors import DEFAULT_BACKEND, DygraphPredictor, PaddlePredictor, create_predictor
 from ppmobilenet.engine import dist
+from ppmobilenet.engine.trainer import train_step
 from ppmobilenet.kernels import enable_for_training
 from ppmobilenet.models import build_model_from_arch
 from ppmobilenet.weights import load_weights
@@ -29,9 +30,10 @@ def make(spec):
 
 
 def _training(spec):
-    """Forward, loss, backward, Momentum, with the CPU paths the variant names (options compiled /
-    packed: ppmobilenet.kernels, as tools/train.py switches them; amp). Each rank of data
-    parallel training takes its slice of the batch (BatchNorm normalises each slice by itself)."""
+    """The trainer's train_step (forward, loss, backward, Momentum) with the CPU paths the variant
+    names (options compiled / packed: ppmobilenet.kernels, as tools/train.py switches them; amp).
+    Each rank of data parallel training takes its slice of the batch (BatchNorm normalises each
+    slice by itself)."""
     options, device = spec.get("options") or {}, spec.get("device", "cpu")
     rank, world = dist.init(device)
     model = build_model_from_arch(spec["arch"])
@@ -39,9 +41,9 @@ def _training(spec):
     enable_for_training(model, device, compiled=options.get("compiled", False),
                         packed=options.get("packed", False))
     net, loss_fn = dist.wrap(model.train()), paddle.nn.CrossEntropyLoss()
-    opt = paddle.optimizer.Momentum(learning_rate=0.01, momentum=0.9, parameters=model.parameters())
-    amp = bool(options.get("amp"))  # AMP O1 (GPU); disabled, the scaler passes everything through
-    scaler = paddle.amp.GradScaler(enable=amp, init_loss_scaling=1024.0)
+    lr = paddle.optimizer.lr.LambdaDecay(0.01, lambda epoch: 1.0)  # constant (train_step steps it)
+    opt = paddle.optimizer.Momentum(learning_rate=lr, momentum=0.9, parameters=model.parameters())
+    scaler = paddle.amp.GradScaler(init_loss_scaling=1024.0) if options.get("amp") else None  # AMP O1 (GPU)
 
     def make_step(x, y):
         if len(x) % world:
@@ -49,15 +51,8 @@ def _training(spec):
         x, y = (paddle.to_tensor(a[rank * len(a) // world:(rank + 1) * len(a) // world]) for a in (x, y))
 
         def step():
-            with paddle.amp.auto_cast(enable=amp, level="O1"):
-                loss = loss_fn(net(x), y)
-            scaler.scale(loss).backward()
-            dist.average_gradients(net)   # as the trainer does (a no-op on one process)
-            scaler.step(opt)
-            scaler.update()
-            opt.clear_grad()
-            # .item() waits for the step, as a training loop's logging does; the mean over the
-            # ranks is the loss of the whole batch, for the agreement check
-            return dist.all_reduce_sum([loss.item()])[0] / world
+            # tools/train.py's step; its loss.item() waits for the step, as a training loop's
+            # logging does. The mean over the ranks is the whole batch's loss (agreement check)
+            return dist.all_reduce_sum([train_step(net, x, y, loss_fn, opt, lr, scaler)[0]])[0] / world
         return step
     return Training(make_step, spec, {"ranks": world})

@@ -12,7 +12,6 @@ from ppmobilenet.deploy import convert_lite
 from ppmobilenet.deploy.export import export_model
 from ppmobilenet.deploy.int8 import calibration_images, quantize_onnx
 from ppmobilenet.deploy.onnx import convert_onnx
-from ppmobilenet.deploy.preprocess import transform_ops
 from ppmobilenet.io import atomic_output
 from ppmobilenet.models import build_model_from_arch, mobilenet_v1, mobilenet_v2, mobilenet_v3
 from ppmobilenet.weights import load_weights, save_safe_weights
@@ -32,18 +31,15 @@ def imagenet_ops(size):
 
 
 def demo_config(ops=None, overrides=()):
-    """configs/demo.yaml with -o overrides, evaluated with `ops` [its own eval preprocessing]."""
+    """configs/demo.yaml with -o overrides, evaluated with `ops` [None: its own eval preprocessing,
+    what its training runs use]."""
     cfg = load_config(DEMO_CONFIG, list(overrides))
     if ops:
         cfg["DataLoader"]["Eval"]["transforms"] = ops
     return cfg
 
 
-def demo_ops():
-    return transform_ops(demo_config())
-
-
-def val_images(ops, limit=None):
+def val_images(ops=None, limit=None):
     """-> (images [N, C, H, W] float32, labels [N]) of the demo digits' validation split,
     evenly spaced when limit is given (so every class shows up), preprocessed by ops."""
     ds = build_dataset(demo_config(ops), "Eval")
@@ -84,7 +80,7 @@ def make_weights(arch, path, weights=None, own_dir=None, sharpen=SHARPEN):
     return model, save_safe_weights(path, model, arch)
 
 
-def export(key, arch, size, work_dir, ops, weights=None, lite=None, onnx=True, log=print):
+def export(key, arch, size, work_dir, weights=None, lite=None, onnx=True, ops=None, log=print):
     """-> {"export_dir", "weights", "onnx", "nb", "lite_python", "notes"}. lite: a LiteRuntime,
     or why there is none; ONNX or Lite that cannot be made is a note, and its rows are skipped."""
     d = os.path.join(work_dir, "models", f"{key}_{size}")
@@ -108,7 +104,7 @@ def export(key, arch, size, work_dir, ops, weights=None, lite=None, onnx=True, l
     return out
 
 
-def int8_model(onnx_file, ops, calib_images, log=print):
+def int8_model(onnx_file, calib_images, ops=None, log=print):
     """The INT8 ONNX model of onnx_file, calibrated on the demo digits' training split."""
     return quantize_onnx(onnx_file, calibration_images(demo_config(ops), calib_images), log=log)
 

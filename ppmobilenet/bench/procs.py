@@ -100,67 +100,64 @@ class Worker:
         self.server.close()
 
 
-def interleave(workers, batch, rounds, warmup, target_s, gap_s, log=print):
-    """Warm-up, then the engines take turns, round after round (about target_s each), a figure
-    being the median over rounds: a shared machine's noise hits all alike. The order rotates; a
-    pause after each turn lets OpenMP threads stop spinning (Intel's: 200 ms). -> ({name: stats},
-    {name: error}); a failed engine drops out."""
-    errors, n_iter, threads = {}, {}, {}
-    for name, w in workers.items():
+def _each(workers, errors, call, order=None):
+    """{name: call(worker)} for the engines (in `order`); one that fails is stopped and dropped
+    from workers, its error recorded in errors."""
+    done = {}
+    for name in list(order or workers):
         try:
-            threads[name] = w.call("prepare", batch=batch, warmup=warmup)[0].get("threads")
-            n_iter[name] = max(1, min(50, round(target_s / max(w.call("time", n=1)[0]["wall"][0], 1e-6))))
+            done[name] = call(workers[name])
         except BenchError as e:
             errors[name] = str(e)
-    walls, cpus = {n: [] for n in n_iter}, {n: [] for n in n_iter}
+            workers.pop(name).kill()
+    return done
+
+
+def interleave(workers, batch, errors, rounds, warmup, target_s, gap_s, log=print):
+    """Warm-up, then the engines take turns, round after round (about target_s each), a figure
+    being the median over rounds: a shared machine's noise hits all alike. The order rotates; a
+    pause after each turn lets OpenMP threads stop spinning (Intel's: 200 ms). -> {name: stats};
+    a failed engine drops out (_each)."""
+    def prepare(w):  # -> (its thread count if it picks one per batch: the default path), steps a turn
+        threads = w.call("prepare", batch=batch, warmup=warmup)[0].get("threads")
+        return threads, max(1, min(50, round(target_s / max(w.call("time", n=1)[0]["wall"][0], 1e-6))))
+    setup = _each(workers, errors, prepare)
+    walls, cpus = {n: [] for n in workers}, {n: [] for n in workers}
+
+    def turn(w):
+        res = w.call("time", n=setup[w.name][1])[0]
+        walls[w.name].append(statistics.mean(res["wall"]))
+        cpus[w.name].append(statistics.mean(res["cpu"]))
+        time.sleep(gap_s)
     for r in range(rounds):
-        names = list(n_iter)[r % max(1, len(n_iter)):] + list(n_iter)[:r % max(1, len(n_iter))]
-        for name in [n for n in names if n not in errors]:
-            try:
-                res = workers[name].call("time", n=n_iter[name])[0]
-            except BenchError as e:
-                errors[name] = str(e)
-                continue
-            walls[name].append(statistics.mean(res["wall"]))
-            cpus[name].append(statistics.mean(res["cpu"]))
-            time.sleep(gap_s)
+        names, k = list(workers), r % max(1, len(workers))
+        _each(workers, errors, turn, names[k:] + names[:k])
         log(f"  round {r + 1}/{rounds} done")
     stats = {}
-    for n in [n for n in n_iter if n not in errors and walls[n]]:
+    for n in [n for n in workers if walls[n]]:
         med = statistics.median(walls[n])
         stats[n] = {"batch": batch, "rounds": len(walls[n]), "latency_ms": 1000.0 * med,
                     "throughput": batch / med, "cpu_ms": 1000.0 * statistics.median(cpus[n]),
                     "spread": (max(walls[n]) - min(walls[n])) / med, "round_ms": [1000.0 * v for v in walls[n]]}
-        if threads.get(n):
-            stats[n]["threads"] = threads[n]
-    return stats, errors
+        if setup[n][0]:
+            stats[n]["threads"] = setup[n][0]
+    return stats
 
 
 def measure(engines, batches, timing, log_dir, log):
     """Start the engines at once (their imports overlap), time them at each batch, collect their
     outputs and peak memory. -> ({name: {"batches", "memory", "engine", "env"}}, {name: outputs
-    file}, {name: error})"""
+    file}, {name: error}); an engine that fails drops out, its error kept."""
     workers = {name: Worker(name, spec, cmd, env, log_dir, ranks) for name, spec, cmd, env, ranks in engines}
-    results, outputs, errors = {}, {}, {}
+    results, errors = {}, {}
     try:
-        for name, w in list(workers.items()):
-            try:
-                w.wait_ready()
-            except BenchError as e:
-                errors[name] = str(e)
-                workers.pop(name).kill()
+        _each(workers, errors, Worker.wait_ready)
         for batch in batches:
             log(f"  batch {batch}: {len(workers)} engines, {timing['rounds']} interleaved rounds")
-            stats, errs = interleave(workers, batch, log=log, **timing)
-            errors.update(errs)
-            for name, st in stats.items():
+            for name, st in interleave(workers, batch, errors, log=log, **timing).items():
                 results.setdefault(name, {"batches": {}})["batches"][str(batch)] = st
-        for name in [n for n in workers if n not in errors]:
-            try:
-                workers[name].call("outputs", path=os.path.join(log_dir, f"{name}.npy"))
-                outputs[name] = os.path.join(log_dir, f"{name}.npy")
-            except BenchError as e:
-                errors[name] = str(e)
+        npy = {n: os.path.join(log_dir, f"{n}.npy") for n in workers}
+        saved = _each(workers, errors, lambda w: w.call("outputs", path=npy[w.name]))
     finally:
         for name, w in workers.items():
             try:
@@ -169,4 +166,4 @@ def measure(engines, batches, timing, log_dir, log):
                 continue
             if name in results:
                 results[name].update(memory=memory, engine=w.info["info"], env=w.info["env"])
-    return results, outputs, errors
+    return results, {n: npy[n] for n in saved}, errors

@@ -6,7 +6,7 @@ import platform
 import subprocess
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import distributions
 
 import paddle
 
@@ -29,18 +29,12 @@ def _output(cmd):
         return ""
 
 
-def _version(package):
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
-
-
 def machine_info():
     """What the numbers were measured on: CPU model and cores, memory, load, versions, GPU, date."""
     cpu = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in _output(["lscpu"]).splitlines())}
     with open("/proc/meminfo") as f:
         memory_gib = round(int(f.readline().split()[1]) / 1024 ** 2, 1)
+    installed = {(d.metadata["Name"] or "").lower(): d.version for d in distributions()}
     return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "cpu_model": cpu.get("Model name") or platform.processor(), "cpu_vendor": cpu_vendor(),
             "cores_available": available_cores(), "threads_per_core": cpu.get("Thread(s) per core"),
@@ -48,8 +42,8 @@ def machine_info():
             "hypervisor": cpu.get("Hypervisor vendor"), "memory_gib": memory_gib,
             "load_average_start": list(os.getloadavg()), "python": sys.version.split()[0],
             "platform": platform.platform(), "gpu": _output(["nvidia-smi", "-L"]).strip() or None,
-            "versions": {m: _version(m) for m in ("paddlepaddle", "onnxruntime", "paddle2onnx", "onnx", "torch",
-                                                  "numpy")}}
+            "versions": {m: installed.get(m) for m in ("paddlepaddle", "onnxruntime", "paddle2onnx", "onnx",
+                                                       "torch", "numpy")}}
 
 
 def gemm_gflops(n=1024, repeats=5):

@@ -23,14 +23,14 @@ from .procs import BenchError, measure
 
 
 def inference_model(key, arch, size, opts, work, log, weights=None):
-    ops = prepare.demo_ops() if key in specs.DEMO_MODELS else prepare.imagenet_ops(size)
+    ops = None if key in specs.DEMO_MODELS else prepare.imagenet_ops(size)
     log(f"[inference] {key} at {size}x{size}: export, ONNX, Lite x86, INT8")
     families = opts["engines"]
-    p = prepare.export(key, arch, size, work, ops, weights, opts["lite"] if "lite-x86" in families else None,
-                       any(f.endswith("onnxruntime") for f in families), log)
+    p = prepare.export(key, arch, size, work, weights, opts["lite"] if "lite-x86" in families else None,
+                       any(f.endswith("onnxruntime") for f in families), ops, log)
     if "int8-onnxruntime" in families and p["onnx"]:
         try:
-            p["int8"] = prepare.int8_model(p["onnx"], ops, opts["calib_images"], log)
+            p["int8"] = prepare.int8_model(p["onnx"], opts["calib_images"], ops, log)
         except Exception as e:  # a note; the int8 rows are skipped, the others go on
             p["notes"].append(f"int8: {e}")
     inputs = prepare.write_inputs(os.path.join(work, f"inputs_{key}_{size}.npz"), ops)
@@ -134,13 +134,13 @@ def int8_accuracy(key, weights, opts, work, log):
     """A model trained on the demo digits: fp32 vs INT8 (ONNX Runtime) top-1 on the whole
     validation split; with Lite, for the demo model, also opt's weight-only int8 for arm (.nb
     sizes, and top-1 with its weight rounding emulated: Lite's x86 runtime cannot run it)."""
-    arch, ops = specs.DEMO_MODELS[key], prepare.demo_ops()  # the eval its training run used
+    arch = specs.DEMO_MODELS[key]  # preprocessed as its training run's eval (the config's own ops)
     lite = opts["lite"] if key == "demo" and not isinstance(opts["lite"], str) else None
     log(f"[int8] {key}: calibrate on the training split, evaluate on the validation split")
-    p = prepare.export(f"{key}_acc", arch, 64, work, ops, weights, lite, True, log)
+    p = prepare.export(f"{key}_acc", arch, 64, work, weights, lite, log=log)
     if not p["onnx"]:
         raise BenchError("; ".join(p["notes"]))
-    q, (xv, yv) = prepare.int8_model(p["onnx"], ops, opts["calib_images"], log), prepare.val_images(ops)
+    q, (xv, yv) = prepare.int8_model(p["onnx"], opts["calib_images"], log=log), prepare.val_images()
     fp32, i8 = top1(p["onnx"], xv, yv), top1(q, xv, yv)
     res = {"model": key, "arch": arch, "weights": weights, "calibration_images": opts["calib_images"],
            "val_images": len(xv), "fp32_top1": fp32, "int8_top1": i8, "drop_points": 100.0 * (fp32 - i8),
