@@ -114,6 +114,7 @@ def test_steps_with_overflowing_gradients_are_skipped(tmp_path, data):
     assert s["scale"] == 1024.0 and s["use_dynamic_loss_scaling"] is False
 
 
+@pytest.mark.slow
 def test_dynamic_scale_halves_on_overflow_and_its_state_survives_an_exact_resume(tmp_path, data):
     """The scaled losses of steps 2, 3 and 6 of 8 overflow: each step is skipped and halves the scale (1024 -> 128; Paddle
     3.3.1 crashed there under numpy 2: the trainer must survive it). Killed after epoch 1 and

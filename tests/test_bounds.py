@@ -151,6 +151,7 @@ def test_train_one_epoch_stops_at_the_first_non_finite_loss():
     assert len(seen) == 2 and all(math.isfinite(s.loss) for s in seen)
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_checkpoints(tmp_path, data):
     """Epoch 1 trains; a set whose classifier bias holds a nan (so the very next loss is nan) is
     resumed: the run stops at epoch 2, step 7 with exit 1, and no file of the folder changes."""

@@ -141,11 +141,12 @@ def test_torchvision_legacy_format_pth_loads(tmp_path):
 # each source and each network at least once (an export costs half a minute here; the loader
 # test above covers every file)
 @pytest.mark.parametrize("source, name, scale, variant", [
-    ("paddleclas", "mobilenet_v1", 0.5, None), ("paddleclas", "mobilenet_v2", 1.0, None),
+    ("paddleclas", "mobilenet_v1", 0.5, None),
+    pytest.param("paddleclas", "mobilenet_v2", 1.0, None, marks=pytest.mark.slow),
     ("paddleclas", "mobilenet_v3_large", 0.75, None),
     ("paddle_vision", "mobilenet_v3_small", 1.0, "torchvision"),
-    ("torchvision", "mobilenet_v2", 1.0, "torchvision"),
-    ("torchvision", "mobilenet_v3_large", 1.0, "torchvision")])
+    pytest.param("torchvision", "mobilenet_v2", 1.0, "torchvision", marks=pytest.mark.slow),
+    pytest.param("torchvision", "mobilenet_v3_large", 1.0, "torchvision", marks=pytest.mark.slow)])
 def test_exported_model_reproduces_the_source(tmp_path, source, name, scale, variant):
     """The whole path: config + Global.pretrained_model -> tools/export's export_model ->
     Paddle Inference (inference.json), against the source's own eval-mode logits."""

@@ -65,6 +65,7 @@ def test_both_formats_run_any_batch_size_and_match_dygraph(exported):
     assert ref.max() > 0.3
 
 
+@pytest.mark.slow
 def test_export_without_softmax_gives_logits(tmp_path):
     from ppmobilenet.deploy.export import export_model
     from ppmobilenet.deploy.predictors import PaddlePredictor
@@ -150,6 +151,7 @@ def test_export_folder_missing_a_file_is_named(exported, tmp_path):
         PaddlePredictor(str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
 def test_export_section_of_the_config_does_what_the_flags_do(tmp_path, tmp_path_factory):
     """Every Export.* key, set in the YAML file and nothing on the command line: Lite targets
     and the interpreter that runs opt, opt's weight quantisation, ONNX, ONNX INT8 with its

@@ -230,6 +230,7 @@ def _file_size_limit(nbytes):
     return limit
 
 
+@pytest.mark.slow
 def test_full_disk_during_a_save_stops_cleanly_and_loses_nothing(tmp_path, data):
     """Epoch 1 is saved; epoch 2 runs under a file-size limit smaller than a .pdparams, so its
     saves fail half-written: the run stops with a message naming the file, the epoch-1 set still
@@ -351,6 +352,7 @@ def test_dead_loader_worker_never_interrupts_the_step(tmp_path, data):
     assert "in the body: False" in r.stdout, r.stdout
 
 
+@pytest.mark.slow
 def test_worker_stuck_in_a_read_does_not_hold_the_exit(tmp_path, data):
     """The loop stops early (a break) while a worker hangs in a read (a dead network mount):
     the loop ends after a bounded wait and the worker is ended, where paddle's shutdown would

@@ -96,6 +96,7 @@ def _fails(chain, *args, config=True):
     return r.stderr
 
 
+@pytest.mark.slow
 def test_bad_inputs_name_the_file(chain, tmp_path):
     missing = str(tmp_path / "nope.png")
     assert missing in _fails(chain, "--input", missing)

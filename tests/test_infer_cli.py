@@ -82,6 +82,7 @@ def test_class_names_travel_into_the_export(trained):
     assert meta.get("class_names") == CLASSES
 
 
+@pytest.mark.slow
 def test_positional_form_class_folders_names_by_default(trained):
     export, val = trained["export"], trained["val"]
     labels = ["--labels", trained["run"] / "labels.txt"]   # the names, whatever the export holds

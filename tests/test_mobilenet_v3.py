@@ -175,7 +175,7 @@ def _program_ops(pdmodel):
 
 
 @pytest.mark.parametrize("name, variant", [("mobilenet_v3_small", "paddle"),
-                                           ("mobilenet_v3_large", "torchvision")])
+                                           pytest.param("mobilenet_v3_large", "torchvision", marks=pytest.mark.slow)])
 def test_export_converts_with_lite_and_onnx_and_matches(tmp_path, name, variant):
     """Random (filled) weights -> export with Lite opt for arm and x86 and ONNX; export_model's
     own checks (x86 .nb and ONNX Runtime against Paddle Inference) pass, and so do ours."""

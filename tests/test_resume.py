@@ -152,6 +152,7 @@ def _resumed(text):
     return m.group(1), int(m.group(2)), int(m.group(4))
 
 
+@pytest.mark.slow
 def test_resume_from_epoch_n_and_from_best_model(tmp_path, data):
     """Any prefix of the run resumes exactly, not only `latest`: resumed from epoch_1 (after the
     run had finished), the run trains epochs 2-3 again and ends with the same weights, and its
@@ -185,6 +186,7 @@ def test_resume_from_epoch_n_and_from_best_model(tmp_path, data):
         (b["epoch"], b["global_step"], b["best_metric"], b["best_epoch"])
 
 
+@pytest.mark.slow
 def test_null_seed_is_kept_across_a_resume_and_eval_interval_skips_epochs(tmp_path, data):
     """Global.seed: null draws a seed, logs it, writes it into config.yaml and the checkpoint;
     a resume (killed in the middle of epoch 2) takes it from there, so the run ends exactly as
@@ -215,6 +217,7 @@ def test_null_seed_is_kept_across_a_resume_and_eval_interval_skips_epochs(tmp_pa
     assert read_states(cut / "latest")["best_epoch"] in (2, 3)
 
 
+@pytest.mark.slow
 def test_ema_resumes_exactly_and_converts_to_safetensors(tmp_path, data):
     """With EMA.use_ema, a run killed in the middle of epoch 2 and resumed ends with the
     uninterrupted run's weights and EMA weights, bit for bit (the EMA's update count is part of

@@ -31,6 +31,7 @@ def sets(out):
     return sorted({p.name.split(".")[0] for p in out.glob("*.pdstates")})
 
 
+@pytest.mark.slow
 def test_a_new_run_refuses_another_runs_folder_resume_and_overwrite_go_on(tmp_path, data):
     out = tmp_path / "run"
     cfg = tiny_config(tmp_path / "c.yaml", out, data, epochs=1)
@@ -141,6 +142,7 @@ def _holding_run(cfg):
     return proc
 
 
+@pytest.mark.slow
 def test_a_second_process_fails_at_once_and_a_killed_run_leaves_no_lock(tmp_path, data):
     out = tmp_path / "run"
     cfg = tiny_config(tmp_path / "c.yaml", out, data, epochs=3)
@@ -164,6 +166,7 @@ def test_a_second_process_fails_at_once_and_a_killed_run_leaves_no_lock(tmp_path
     assert read_states(out / "latest")["global_step"] == 6
 
 
+@pytest.mark.slow
 def test_the_ranks_of_one_launch_share_the_folder_another_launch_is_refused(tmp_path, data):
     out = tmp_path / "run"
     cfg = tiny_config(tmp_path / "c.yaml", out, data, epochs=1, batch=16, workers=0)

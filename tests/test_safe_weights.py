@@ -253,6 +253,7 @@ def test_training_from_safetensors_and_a_foreign_pickle_alike(tmp_path, data):
     assert r.returncode == 0 and "resumed from" in r.stdout + r.stderr, r.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_export_takes_a_foreign_pickle_and_safetensors_alike(tmp_path):
     """tools/export.py: the same weights as a foreign .pdparams and as .safetensors export to
     the same inference parameters, neither with a warning."""

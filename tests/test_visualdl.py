@@ -78,6 +78,7 @@ def logged_losses(stdout):
             if " iter [" in line and " loss " in line]
 
 
+@pytest.mark.slow
 def test_server_shows_training_and_resume_continues(tmp_path, data):
     out = tmp_path / "run"
     cfg = tiny_config(tmp_path / "c.yaml", out, data, epochs=1)
