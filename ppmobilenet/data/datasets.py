@@ -133,7 +133,9 @@ class _SampleDataset(paddle.io.Dataset):
         if self.decoded is None:
             img = self._read(idx)
         else:
-            img = _from_cache(self.decoded, idx).copy()  # a transform working in place must not change the cache
+            img = _from_cache(self.decoded, idx)
+            if transform is self.transform:  # a transform working in place must not change the cache
+                img = img.copy()              # (batch_item's only reads the size)
         try:
             with sample_rng(self.seed, self.epoch, idx):
                 x = transform(img)
