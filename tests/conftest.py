@@ -5,6 +5,8 @@ import tempfile
 
 import pytest
 
+from engine_helpers import demo_subset
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -25,6 +27,15 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def repo_root():
     return ROOT
+
+
+@pytest.fixture(scope="module")
+def data(request, tmp_path_factory):
+    """A small demo-digits data set for a module's training runs (engine_helpers.demo_subset), cut
+    once per module; a module sets DATA_SUBSET (demo_subset's keyword arguments) for another cut."""
+    cache = tmp_path_factory.getbasetemp() / "engine-cache"
+    folder = tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_") + "-data")
+    return demo_subset(folder, str(cache), **getattr(request.module, "DATA_SUBSET", {}))
 
 
 # In CI nothing the project promises may skip: a skip there is a broken feature, so it fails.

@@ -20,7 +20,7 @@ import numpy as np
 import paddle
 import pytest
 
-from engine_helpers import (EVAL, ROOT, TRAIN, assert_same_weights, demo_subset, env, error_line, ok, run_tool,
+from engine_helpers import (EVAL, ROOT, TRAIN, assert_same_weights, env, error_line, ok, run_tool,
                             run_until, tiny_config, weights_of)
 from ppmobilenet.engine.checkpoint import read_states
 from ppmobilenet.engine.optim import build_grad_scaler, build_lr_scheduler, build_optimizer
@@ -32,10 +32,7 @@ INF_LOSS_AT, STEP_OFFSET = "PPMOBILENET_TEST_INF_LOSS_AT", "PPMOBILENET_TEST_STE
 STEPS = 8                            # 64 images, batch 16, 2 epochs
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "engine-cache"
-    return demo_subset(tmp_path_factory.mktemp("amp-data"), str(cache), n_train=64, n_val=32)
+DATA_SUBSET = dict(n_train=64, n_val=32)  # the conftest's `data` fixture: a smaller cut
 
 
 def config(tmp_path, name, data, amp=None, **glob):
@@ -51,9 +48,6 @@ def on_gpu(cfg, *overrides, env=None):
     assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     assert "device gpu" in r.stdout and "AMP is off" not in r.stdout, r.stdout[-2000:]
     return r
-
-
-
 
 
 def scaler_state(prefix):

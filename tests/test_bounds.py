@@ -3,13 +3,12 @@
 no traceback); a loss that turns nan or inf stops the run at that step, keeping what was saved
 before it."""
 import math
-import os
 
 import numpy as np
 import paddle
 import pytest
 
-from engine_helpers import (TRAIN, demo_subset, error_line, ok, run_tool, tiny_config)
+from engine_helpers import (TRAIN, error_line, ok, run_tool, tiny_config)
 from ppmobilenet.config import (MAX_CLASSES, MAX_SEED, MIN_SIDE, SCHEMA, ConfigError, Key,
                                 validate_config)
 from ppmobilenet.engine import train_one_epoch
@@ -20,12 +19,6 @@ from ppmobilenet.engine.trainer import NonFiniteLoss, build_loss
 from ppmobilenet.models import build_model, build_model_from_arch
 
 MINIMAL = {"Global": {"epochs": 2}, "Arch": {"name": "mobilenet_v1", "class_num": 10}}
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "engine-cache"
-    return demo_subset(tmp_path_factory.mktemp("bounds-data"), str(cache))
 
 
 def numeric_keys(schema=SCHEMA, prefix=()):

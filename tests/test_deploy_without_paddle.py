@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 
 from deploy_helpers import ROOT, lite_or_skip, onnx_or_skip, shared_export
 

@@ -11,14 +11,8 @@ import numpy as np
 import paddle
 import pytest
 
-from engine_helpers import EVAL, ROOT, TRAIN, demo_subset, env, tiny_config
+from engine_helpers import EVAL, ROOT, TRAIN, env, tiny_config
 from ppmobilenet.engine.checkpoint import read_states
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "engine-cache"
-    return demo_subset(tmp_path_factory.mktemp("dist-data"), str(cache))
 
 
 def test_two_cpu_processes_train_in_step(tmp_path, data):

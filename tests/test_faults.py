@@ -20,7 +20,7 @@ import numpy as np
 import paddle
 import pytest
 
-from engine_helpers import (ROOT, TRAIN, assert_same_weights, demo_subset, differing_tensors, env, ok,
+from engine_helpers import (ROOT, TRAIN, assert_same_weights, differing_tensors, env, ok,
                             run_tool, run_until, tiny_config)
 from ppmobilenet.engine.checkpoint import (FORMAT_VERSION, PAUSE_ENV, CheckpointError, load_checkpoint,
                                            read_states, save_checkpoint)
@@ -33,16 +33,6 @@ FIGURES = {"faults injected": 0, "kills": 0, "resumes": 0}
 
 def teardown_module(module):
     print("\nfault figures: " + ", ".join(f"{k} {v}" for k, v in FIGURES.items()))
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "engine-cache"
-    return demo_subset(tmp_path_factory.mktemp("faults-data"), str(cache))
-
-
-
-
 
 
 # ------------------------------------------------------------------ damaged checkpoint files

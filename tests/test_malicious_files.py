@@ -17,7 +17,7 @@ import paddle
 import pytest
 
 from deploy_helpers import write_labels
-from engine_helpers import EVAL, ROOT, TRAIN, demo_subset, env, tiny_config
+from engine_helpers import EVAL, ROOT, TRAIN, env, tiny_config
 from ppmobilenet.engine import checkpoint as ckpt
 from ppmobilenet.engine.ema import ModelEMA
 from ppmobilenet.models import build_model_from_arch
@@ -87,10 +87,7 @@ def _dead_pid():
     return p.pid
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "engine-cache"
-    return demo_subset(tmp_path_factory.mktemp("evil-data"), str(cache), n_train=32, n_val=32)
+DATA_SUBSET = dict(n_train=32, n_val=32)  # the conftest's `data` fixture: a smaller cut
 
 
 def _config(tmp_path, data, **sections):
@@ -276,7 +273,6 @@ def test_nothing_lost_the_readers_give_back_what_was_saved(tmp_path):
     a = paddle.rand([4]).numpy()
     paddle.set_rng_state(states["rng"]["paddle"])
     assert np.array_equal(a, paddle.rand([4]).numpy())
-
 
 
 def test_pdstates_listing_a_file_outside_the_set_is_refused(tmp_path):

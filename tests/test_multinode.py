@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from engine_helpers import ROOT, TRAIN, demo_subset, differing_tensors, env, tiny_config
+from engine_helpers import ROOT, TRAIN, differing_tensors, env, tiny_config
 from process_helpers import proc_table, running, tree
 
 JOB_ENDS_WITHIN_S = 60
@@ -25,12 +25,6 @@ FIGURES = {"jobs": 0, "kills": 0, "jobs ended after a loss": 0, "slowest end (s)
 
 def teardown_module(module):
     print("\nmulti-node figures: " + ", ".join(f"{k} {v}" for k, v in FIGURES.items()))
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "engine-cache"
-    return demo_subset(tmp_path_factory.mktemp("multinode-data"), str(cache))
 
 
 def _config(tmp_path, name, data):

@@ -8,9 +8,7 @@ import sys
 import threading
 import time
 
-import pytest
-
-from engine_helpers import ROOT, TRAIN, demo_subset, env, tiny_config
+from engine_helpers import ROOT, TRAIN, env, tiny_config
 from process_helpers import children, parent_of, running
 
 # "within seconds": the death signal is immediate, the fallback poll runs every 0.5 s
@@ -20,12 +18,6 @@ FIGURES = {"main processes SIGKILLed": 0, "workers orphaned": 0, "shared memory 
 
 def teardown_module(module):
     print("\norphan figures: " + ", ".join(f"{k} {v}" for k, v in FIGURES.items()))
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "engine-cache"
-    return demo_subset(tmp_path_factory.mktemp("orphans-data"), str(cache))
 
 
 def _shm_files(pids):

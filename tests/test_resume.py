@@ -11,21 +11,14 @@ import paddle
 import pytest
 import yaml
 
-from engine_helpers import (ROOT, TRAIN, assert_same_weights, demo_subset, env, ok, run_tool, run_until,
+from engine_helpers import (ROOT, TRAIN, assert_same_weights, env, ok, run_tool, run_until,
                             tiny_config, vdl_scalars)
 from ppmobilenet.engine.checkpoint import (PAUSE_ENV, CheckpointError, load_checkpoint, read_states,
                                            save_checkpoint)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "engine-cache"
-    return demo_subset(tmp_path_factory.mktemp("resume-data"), str(cache))
-
-
 def params(prefix):
     return paddle.load(str(prefix) + ".pdparams")
-
 
 
 def assert_same_curves(want_dir, got_dir, tags=("train/loss", "train/lr", "eval/top1")):
@@ -33,7 +26,6 @@ def assert_same_curves(want_dir, got_dir, tags=("train/loss", "train/lr", "eval/
     for tag in tags:
         want, got = vdl_scalars(want_dir, tag), vdl_scalars(got_dir, tag)
         assert got == want, (tag, got, want)
-
 
 
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, data):

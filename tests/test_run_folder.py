@@ -13,18 +13,12 @@ import time
 
 import pytest
 
-from engine_helpers import (ROOT, TRAIN, demo_subset, env, error_line, ok, run_tool, tiny_config,
+from engine_helpers import (ROOT, TRAIN, env, error_line, ok, run_tool, tiny_config,
                             train_in_process)
 from ppmobilenet.config import ConfigError
 from ppmobilenet.engine.checkpoint import CheckpointError, atomic_save, read_states
 from ppmobilenet.engine.run_folder import claim_output_dir
 from ppmobilenet.errors import PPMobileNetError
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "engine-cache"
-    return demo_subset(tmp_path_factory.mktemp("folder-data"), str(cache))
 
 
 def sets(out):

@@ -12,7 +12,7 @@ import numpy as np
 import paddle
 import pytest
 
-from engine_helpers import ROOT, TRAIN, demo_subset, run_tool, tiny_config
+from engine_helpers import ROOT, TRAIN, run_tool, tiny_config
 from ppmobilenet.engine.checkpoint import save_checkpoint
 from ppmobilenet.errors import PPMobileNetError
 from ppmobilenet.models import build_model_from_arch
@@ -221,10 +221,7 @@ def test_load_pretrained_accepts_safetensors(saved):
     assert rep["skipped"] == ["fc.bias", "fc.weight"]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "engine-cache"
-    return demo_subset(tmp_path_factory.mktemp("safe-data"), str(cache), n_train=64, n_val=32)
+DATA_SUBSET = dict(n_train=64, n_val=32)  # the conftest's `data` fixture: a smaller cut
 
 
 def test_training_from_safetensors_and_a_foreign_pickle_alike(tmp_path, data):

@@ -12,7 +12,7 @@ import numpy as np
 import paddle
 import pytest
 
-from engine_helpers import (EVAL, ROOT, TRAIN, demo_subset, env, ok, run_tool, tiny_config, train_in_process,
+from engine_helpers import (EVAL, ROOT, TRAIN, env, ok, run_tool, tiny_config, train_in_process,
                             vdl_scalars)
 from ppmobilenet.config import load_config
 from ppmobilenet.engine import evaluate, train_one_epoch
@@ -31,12 +31,6 @@ CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return str(tmp_path_factory.getbasetemp() / "engine-cache")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, cache):
-    return demo_subset(tmp_path_factory.mktemp("train-data"), cache)
-
 
 
 # ------------------------------------------------------------------ configs and schedules

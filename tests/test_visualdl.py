@@ -12,17 +12,11 @@ import urllib.request
 
 import pytest
 
-from engine_helpers import TRAIN, demo_subset, env, error_line, ok, run_tool, tiny_config
+from engine_helpers import TRAIN, env, error_line, ok, run_tool, tiny_config
 from ppmobilenet.engine.trainer import SCALAR_TAGS
 
 VISUALDL = os.path.join(os.path.dirname(sys.executable), "visualdl")
 TAGS = SCALAR_TAGS  # train/loss, train/top1, train/top5, train/lr, train/ips, eval/loss, eval/top1, eval/top5
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "engine-cache"
-    return demo_subset(tmp_path_factory.mktemp("vdl-data"), str(cache))
 
 
 def free_port():
