@@ -21,7 +21,8 @@ from engine_helpers import ROOT, TRAIN, demo_subset, run_tool, tiny_config, vdl_
 from ppmobilenet.io import cache_root
 from ppmobilenet.kernels import build, enable_for_training, ops
 from ppmobilenet.kernels.layers import (FUSED_ACTIVATIONS, CompiledDepthwiseConv2D,
-                                        FusedConvBNLayer, is_depthwise3x3, is_fusable_conv_bn)
+                                        FusedConvBNLayer, is_compiled_depthwise, is_depthwise,
+                                        is_depthwise3x3, is_fusable_conv_bn)
 from ppmobilenet.kernels.packed import PackedDepthwiseConv2D
 from ppmobilenet.kernels.pointwise import MAX_PLANE, PointwiseMatmulConv2D, is_pointwise
 from ppmobilenet.models import MODELS, build_model, build_model_from_arch
@@ -76,10 +77,10 @@ def kernels(tmp_path_factory):
 
 
 def _shapes():
-    """{(C, H, W, stride)} of the 3x3 depthwise convs (and of the other grouped convs: V3's 5x5)
-    and {(C, H, W, activation)} of the conv + BatchNorm + activation blocks, seen on forward
+    """{(C, H, W, stride)} of the 3x3 depthwise convs, of V3's 5x5 ones and of any other grouped
+    conv, and {(C, H, W, activation)} of the conv + BatchNorm + activation blocks, seen on forward
     passes of every model above."""
-    found = {"depthwise": set(), "bn": set(), "5x5": set()}
+    found = {"depthwise": set(), "bn": set(), "5x5": set(), "other": set()}
     for name, widths in WIDTHS.items():
         assert name in MODELS
         for scale in widths:
@@ -91,8 +92,9 @@ def _shapes():
                     hooks.append(layer.register_forward_pre_hook(
                         lambda l, a: found["depthwise"].add((*a[0].shape[1:], l._stride[0]))))
                 elif isinstance(layer, nn.Conv2D) and layer._groups > 1:
+                    kind = "5x5" if is_depthwise(layer, 5) else "other"
                     hooks.append(layer.register_forward_pre_hook(
-                        lambda l, a: found["5x5"].add((*a[0].shape[1:], l._stride[0]))))
+                        lambda l, a, kind=kind: found[kind].add((*a[0].shape[1:], l._stride[0]))))
                 if is_fusable_conv_bn(layer):
                     hooks.append(layer.bn.register_forward_pre_hook(
                         lambda l, a, act=FUSED_ACTIVATIONS[type(layer.act)]:
@@ -108,6 +110,7 @@ def _shapes():
 
 FOUND = _shapes()
 DEPTHWISE = sorted(FOUND["depthwise"])
+DEPTHWISE5 = sorted(FOUND["5x5"])
 BATCHNORM = sorted(FOUND["bn"], key=str)
 
 
@@ -117,8 +120,12 @@ def test_the_shapes_cover_what_the_brief_asks():
     assert strides == {1, 2} and {(1, 1), (2, 2), (112, 112), (33, 33), (7, 7)} <= sizes
     assert any(h % 2 for _, h, _, _ in DEPTHWISE)
     assert {a for *_, a in BATCHNORM} == {None, "relu", "clip6", "hardswish"}
-    # MobileNetV3's 5x5 depthwise convs are not taken over: they keep Paddle's kernel
-    assert FOUND["5x5"] and all(not is_depthwise3x3(l) for l in _five_by_five())
+    # MobileNetV3's 5x5 depthwise convs, at both strides and on odd planes, down to 1x1; every
+    # grouped conv of the models is one of the two sizes the kernels run
+    assert {s for *_, s in DEPTHWISE5} == {1, 2} and any(h % 2 for _, h, _, _ in DEPTHWISE5)
+    assert {(h, w) for _, h, w, _ in DEPTHWISE5} >= {(1, 1), (28, 28), (7, 7)} and not FOUND["other"]
+    five = _five_by_five()
+    assert len(five) == 6 and all(is_compiled_depthwise(l) and not is_depthwise3x3(l) for l in five)
 
 
 def _five_by_five():
@@ -127,9 +134,11 @@ def _five_by_five():
 
 
 def _conv_both_ways(x0, w0, up0, stride):
+    size = w0.shape[-1]
+    compiled = ops.depthwise3x3 if size == 3 else ops.depthwise5x5
     results = []
-    for fn in (lambda x, k: F.conv2d(x, k, stride=stride, padding=1, groups=x0.shape[1]),
-               lambda x, k: ops.depthwise3x3(x, k, stride)):
+    for fn in (lambda x, w: F.conv2d(x, w, stride=stride, padding=size // 2, groups=x0.shape[1]),
+               lambda x, w: compiled(x, w, stride)):
         x = paddle.to_tensor(x0, stop_gradient=False)
         k = paddle.to_tensor(w0, stop_gradient=False)
         y = fn(x, k)
@@ -139,30 +148,31 @@ def _conv_both_ways(x0, w0, up0, stride):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("c,h,w,stride", DEPTHWISE)
-def test_depthwise_equals_paddles_conv(kernels, c, h, w, stride, batch):
-    rng = np.random.RandomState(c * 1000 + h * 10 + stride)
+@pytest.mark.parametrize("k,c,h,w,stride", [(3, *s) for s in DEPTHWISE] + [(5, *s) for s in DEPTHWISE5])
+def test_depthwise_equals_paddles_conv(kernels, k, c, h, w, stride, batch):
+    rng = np.random.RandomState(c * 1000 + h * 10 + stride + k)
     x0 = rng.standard_normal((batch, c, h, w)).astype("float32")
-    w0 = rng.standard_normal((c, 1, 3, 3)).astype("float32")
+    w0 = rng.standard_normal((c, 1, k, k)).astype("float32")
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     up0 = rng.standard_normal((batch, c, ho, wo)).astype("float32")
     (y_ref, gx_ref, gw_ref), (y, gx, gw) = _conv_both_ways(x0, w0, up0, stride)
     assert y.shape == y_ref.shape == (batch, c, ho, wo)
-    # the same nine products, summed in another order: float rounding of the largest terms
+    # the same nine (25) products, summed in another order: float rounding of the largest terms
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-6 * np.abs(y_ref).max())
     np.testing.assert_allclose(gx, gx_ref, rtol=1e-5, atol=1e-6 * np.abs(gx_ref).max())
     # a sum over batch x plane products: 1e-5 of the tensor's scale
     np.testing.assert_allclose(gw, gw_ref, rtol=1e-5, atol=1e-5 * np.abs(gw_ref).max())
 
 
-def test_depthwise_without_an_input_gradient(kernels):
+@pytest.mark.parametrize("size", [3, 5])
+def test_depthwise_without_an_input_gradient(kernels, size):
     """A frozen layer's input (stop_gradient) still gets its filter gradient."""
     x = paddle.randn([2, 4, 9, 9])
-    k = paddle.randn([4, 1, 3, 3])
+    k = paddle.randn([4, 1, size, size])
     k.stop_gradient = False
-    ops.depthwise3x3(x, k, 2).sum().backward()
+    (ops.depthwise3x3 if size == 3 else ops.depthwise5x5)(x, k, 2).sum().backward()
     ref = paddle.to_tensor(k.numpy(), stop_gradient=False)
-    F.conv2d(x, ref, stride=2, padding=1, groups=4).sum().backward()
+    F.conv2d(x, ref, stride=2, padding=size // 2, groups=4).sum().backward()
     np.testing.assert_allclose(k.grad.numpy(), ref.grad.numpy(), rtol=1e-5, atol=1e-5)
 
 
@@ -295,7 +305,8 @@ def _pair(arch):
 
 @pytest.mark.parametrize("arch,convs", [
     (DEMO, 13), ({"name": "mobilenet_v2", "class_num": 10, "scale": 0.5}, 17),
-    ({"name": "mobilenet_v3_small", "class_num": 10, "scale": 1.0, "variant": "torchvision"}, 3)])
+    # MobileNetV3 small: 3 of 3x3 and 8 of 5x5
+    ({"name": "mobilenet_v3_small", "class_num": 10, "scale": 1.0, "variant": "torchvision"}, 11)])
 def test_models_keep_their_parameters_outputs_and_exports(kernels, arch, convs):
     plain, fast = _pair(arch)
     before = {k: v.numpy().copy() for k, v in fast.state_dict().items()}
@@ -363,11 +374,15 @@ def _train(model, x0, y0, steps, lr=0.001):
     return np.array(losses)
 
 
-@pytest.mark.parametrize("arch", [DEMO, {"name": "mobilenet_v2", "class_num": 10, "scale": 0.35}])
+@pytest.mark.parametrize("arch", [DEMO, {"name": "mobilenet_v2", "class_num": 10, "scale": 0.35},
+                                  {"name": "mobilenet_v3_small", "class_num": 10, "scale": 0.5}])
 def test_the_first_update_matches(kernels, arch):
     """The first loss is the same forward pass; the second follows one update with the same
     gradients, to their float rounding."""
     plain, fast = _pair(arch)
+    for layer in plain.sublayers() + fast.sublayers():  # MobileNetV3's: no two draw the same mask
+        if isinstance(layer, nn.Dropout):
+            layer.p = 0.0
     enable_for_training(fast, "cpu")
     x0, y0 = _batch(arch)
     ref, got = _train(plain, x0, y0, 2), _train(fast, x0, y0, 2)

@@ -31,13 +31,17 @@ def make(spec):
 
 def _training(spec):
     """The trainer's train_step (forward, loss, backward, Momentum) with the CPU paths the variant
-    names (options compiled / packed: ppmobilenet.kernels, as tools/train.py switches them; amp).
+    names (options compiled / packed: ppmobilenet.kernels, as tools/train.py switches them; amp),
+    dropout off (MobileNetV3's: one elementwise op whose masks no two engines draw alike).
     Each rank of data parallel training takes its slice of the batch (BatchNorm normalises each
     slice by itself)."""
     options, device = spec.get("options") or {}, spec.get("device", "cpu")
     rank, world = dist.init(device)
     model = build_model_from_arch(spec["arch"])
     load_weights(model, spec["path"], own_dir=spec["work_dir"])
+    for layer in model.sublayers():  # as the PyTorch peer: random masks would part the losses
+        if isinstance(layer, paddle.nn.Dropout):
+            layer.p = 0.0
     enable_for_training(model, device, compiled=options.get("compiled", False),
                         packed=options.get("packed", False))
     net, loss_fn = dist.wrap(model.train()), paddle.nn.CrossEntropyLoss()

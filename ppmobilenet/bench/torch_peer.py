@@ -139,6 +139,9 @@ def make(spec):
             with torch.inference_mode():
                 return torch.softmax(model(torch.from_numpy(x)), dim=-1).numpy()
         return Inference(predict, spec["inputs"], {"backend": "torch"})
+    for m in model.modules():  # dropout off, as in the Paddle engines (bench/engines.py)
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
     opt, loss_fn = torch.optim.SGD(model.train().parameters(), lr=0.01, momentum=0.9), nn.CrossEntropyLoss()
 
     def make_step(x, y):

@@ -18,11 +18,13 @@ def _compiled_path(x):
 
 
 class CompiledDepthwiseConv2D(nn.Conv2D):
-    """An nn.Conv2D whose dygraph CPU float32 forward (and backward) runs ppm_depthwise3x3."""
+    """An nn.Conv2D whose dygraph CPU float32 forward (and backward) runs ppm_depthwise3x3 or,
+    for MobileNetV3's 5x5 filters, ppm_depthwise5x5."""
 
     def forward(self, x):
         if _compiled_path(x):
-            return ops.depthwise3x3(x, self.weight, self._stride[0])
+            conv = ops.depthwise3x3 if self._kernel_size[0] == 3 else ops.depthwise5x5
+            return conv(x, self.weight, self._stride[0])
         return super().forward(x)
 
 
@@ -50,15 +52,25 @@ class FusedConvBNLayer(ConvBNLayer):
 CONV_CLASSES = (nn.Conv2D, PackedDepthwiseConv2D, CompiledDepthwiseConv2D)
 
 
-def is_depthwise3x3(layer):
-    """A plain (or already switched) 3x3 depthwise conv: padding 1, equal strides of 1 or 2,
-    NCHW, no bias."""
+def is_depthwise(layer, kernel):
+    """A plain (or already switched) kernel x kernel depthwise conv that keeps the plane (padding
+    kernel // 2), equal strides of 1 or 2, NCHW, no bias."""
+    pad = kernel // 2
     return (type(layer) in CONV_CLASSES
             and layer._groups == layer._in_channels == layer._out_channels
-            and list(layer._kernel_size) == [3, 3] and layer._padding in (1, [1, 1], (1, 1))
+            and list(layer._kernel_size) == [kernel, kernel] and layer._padding in (pad, [pad, pad], (pad, pad))
             and layer._padding_mode == "zeros" and list(layer._dilation) == [1, 1]
             and layer._stride[0] == layer._stride[1] and layer._stride[0] in (1, 2)
             and layer._data_format == "NCHW" and layer.bias is None)
+
+
+def is_depthwise3x3(layer):
+    return is_depthwise(layer, 3)
+
+
+def is_compiled_depthwise(layer):
+    """A depthwise conv the compiled kernels run: 3x3 (padding 1) or 5x5 (padding 2)."""
+    return is_depthwise(layer, 3) or is_depthwise(layer, 5)
 
 
 def switch_layers(model, cls, which=is_depthwise3x3):
@@ -81,10 +93,10 @@ def is_fusable_conv_bn(layer):
 
 
 def use_compiled_kernels(model):
-    """The compiled kernels (ops.load() must have succeeded) for every 3x3 depthwise conv and
-    every conv + BatchNorm + activation block of `model` -> (depthwise convs, fused blocks)."""
+    """The compiled kernels (ops.load() must have succeeded) for every 3x3 and 5x5 depthwise conv
+    and every conv + BatchNorm + activation block of `model` -> (depthwise convs, fused blocks)."""
     blocks = switch_layers(model, FusedConvBNLayer, is_fusable_conv_bn)
-    return switch_layers(model, CompiledDepthwiseConv2D), blocks
+    return switch_layers(model, CompiledDepthwiseConv2D, is_compiled_depthwise), blocks
 
 
 def use_packed_depthwise(model):

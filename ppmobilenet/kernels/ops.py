@@ -27,6 +27,11 @@ def depthwise3x3(x, weight, stride):
     return _C_ops._run_custom_op("ppm_depthwise3x3", x, weight, int(stride))[0]
 
 
+def depthwise5x5(x, weight, stride):
+    """5x5 depthwise conv, padding 2, stride 1 or 2, NCHW float32 on CPU, with its gradients."""
+    return _C_ops._run_custom_op("ppm_depthwise5x5", x, weight, int(stride))[0]
+
+
 ACTIVATIONS = {None: 0, "relu": 1, "clip6": 2, "hardswish": 3}  # kernels.h: Activation
 
 

@@ -18,7 +18,7 @@ def compiled_wanted(config_value=True, environ=None):
 
 
 def enable_for_training(model, device="cpu", compiled=True, packed=True, log=None):
-    """Switch `model`'s 3x3 depthwise convs and its conv + BatchNorm + activation blocks, in
+    """Switch `model`'s 3x3 and 5x5 depthwise convs and its conv + BatchNorm + activation blocks, in
     place, to the compiled CPU kernels (built on first use; `compiled`: Global.cpu_kernels, also
     off with PPMOBILENET_CPU_KERNELS=0) and its 1x1 convs on small planes to matmul
     (pointwise.py), else the depthwise convs to

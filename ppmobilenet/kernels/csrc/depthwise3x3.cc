@@ -27,15 +27,14 @@
 #include <cstring>
 #include <vector>
 
+#include "depthwise_common.h"
 #include "kernels.h"
 
 namespace {
 
 using ppm::out_size;
+using namespace ppm::depthwise;  // kBudget, kMargin, kChunk, each_group, sum_shares
 
-constexpr int64_t kBudget = 8192;  // floats per buffer a group aims at (32 KiB)
-constexpr int64_t kMargin = 64;    // zeros past the last block: the loops read a little beyond
-constexpr int64_t kChunk = 1024;   // filter-gradient positions summed in float before a double
 constexpr int kRowPathWidth = 17;  // forward at stride 1 takes the row path from this width on
 
 // ---------------------------------------------------------------- the row path (forward)
@@ -296,20 +295,6 @@ void backward_s2(float* const ph[2][2], const float* __restrict D, const float* 
   }
 }
 
-int64_t group_count(int64_t N, int64_t m) { return (N + m - 1) / m; }
-
-// fn(task, channel, first sample, samples) for every (channel, group of m samples), shared out
-// among the threads of the enclosing parallel region
-template <class Fn>
-void each_group(int64_t N, int64_t C, int64_t m, Fn fn) {
-  const int64_t groups = group_count(N, m);
-#pragma omp for schedule(static)
-  for (int64_t task = 0; task < C * groups; ++task) {
-    const int64_t c = task / groups, n0 = task % groups * m;
-    fn(task, c, n0, std::min(m, N - n0));
-  }
-}
-
 }  // namespace
 
 namespace ppm {
@@ -384,12 +369,7 @@ void depthwise3x3_backward(const float* x, const float* w, const float* dy, floa
       });
     }
   }
-  for (int64_t c = 0; c < C; ++c)
-    for (int t = 0; t < 9; ++t) {
-      double sum = 0.0;
-      for (int64_t g = 0; g < groups; ++g) sum += shares[(c * groups + g) * 9 + t];
-      dw[c * 9 + t] = static_cast<float>(sum);
-    }
+  sum_shares(shares, C, groups, 9, dw);
 }
 
 }  // namespace ppm

@@ -5,13 +5,20 @@
 
 namespace ppm {
 
-inline int out_size(int n, int stride) { return (n - 1) / stride + 1; }  // kernel 3, pad 1
+// kernel 3, padding 1 and kernel 5, padding 2 alike
+inline int out_size(int n, int stride) { return (n - 1) / stride + 1; }
 
 // y[N, C, Ho, Wo] = depthwise 3x3 conv of x[N, C, H, W] with w[C, 1, 3, 3], padding 1
 void depthwise3x3_forward(const float* x, const float* w, float* y, int64_t N, int64_t C, int H,
                           int W, int stride);
 // dx[N, C, H, W] and dw[C, 1, 3, 3] from dy[N, C, Ho, Wo]
 void depthwise3x3_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
+                           int64_t N, int64_t C, int H, int W, int stride);
+
+// the same for a 5x5 filter w[C, 1, 5, 5], padding 2 (depthwise5x5.cc)
+void depthwise5x5_forward(const float* x, const float* w, float* y, int64_t N, int64_t C, int H,
+                          int W, int stride);
+void depthwise5x5_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
                            int64_t N, int64_t C, int H, int W, int stride);
 
 // the activation fused after BatchNorm (the op's `act` attribute)

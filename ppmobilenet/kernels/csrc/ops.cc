@@ -7,59 +7,86 @@
 
 namespace {
 
-void check_depthwise(const paddle::Tensor& x, const paddle::Tensor& w, int stride) {
-  PD_CHECK(x.is_cpu() && w.is_cpu(), "ppm_depthwise3x3 runs on CPU tensors only");
+using DepthwiseForward = void (*)(const float*, const float*, float*, int64_t, int64_t, int, int,
+                                  int);
+using DepthwiseBackward = void (*)(const float*, const float*, const float*, float*, float*,
+                                   int64_t, int64_t, int, int, int);
+
+void check_depthwise(const char* op, int k, const paddle::Tensor& x, const paddle::Tensor& w,
+                     int stride) {
+  PD_CHECK(x.is_cpu() && w.is_cpu(), op, " runs on CPU tensors only");
   PD_CHECK(x.dtype() == paddle::DataType::FLOAT32 && w.dtype() == paddle::DataType::FLOAT32,
-           "ppm_depthwise3x3 takes float32");
-  PD_CHECK(x.shape().size() == 4, "ppm_depthwise3x3: x must be NCHW");
+           op, " takes float32");
+  PD_CHECK(x.shape().size() == 4, op, ": x must be NCHW");
   PD_CHECK(w.shape().size() == 4 && w.shape()[0] == x.shape()[1] && w.shape()[1] == 1 &&
-               w.shape()[2] == 3 && w.shape()[3] == 3,
-           "ppm_depthwise3x3: the filter must be [C, 1, 3, 3] for C input channels");
-  PD_CHECK(stride == 1 || stride == 2, "ppm_depthwise3x3: stride must be 1 or 2");
+               w.shape()[2] == k && w.shape()[3] == k,
+           op, ": the filter must be [C, 1, ", k, ", ", k, "] for C input channels");
+  PD_CHECK(stride == 1 || stride == 2, op, ": stride must be 1 or 2");
 }
 
 paddle::Tensor dense(const paddle::Tensor& t) { return t.is_contiguous() ? t : t.contiguous(); }
 
-}  // namespace
-
-std::vector<paddle::Tensor> Depthwise3x3Forward(const paddle::Tensor& x_in,
-                                                const paddle::Tensor& w_in, int stride) {
-  check_depthwise(x_in, w_in, stride);
+std::vector<paddle::Tensor> depthwise_forward(const char* op, int k, DepthwiseForward kernel,
+                                              const paddle::Tensor& x_in,
+                                              const paddle::Tensor& w_in, int stride) {
+  check_depthwise(op, k, x_in, w_in, stride);
   const paddle::Tensor x = dense(x_in), w = dense(w_in);
   const auto& s = x.shape();
   const int H = static_cast<int>(s[2]), W = static_cast<int>(s[3]);
   auto y = paddle::empty({s[0], s[1], ppm::out_size(H, stride), ppm::out_size(W, stride)},
                          paddle::DataType::FLOAT32, paddle::CPUPlace());
-  ppm::depthwise3x3_forward(x.data<float>(), w.data<float>(), y.data<float>(), s[0], s[1], H, W,
-                            stride);
+  kernel(x.data<float>(), w.data<float>(), y.data<float>(), s[0], s[1], H, W, stride);
   return {y};
 }
 
-std::vector<paddle::Tensor> Depthwise3x3Backward(const paddle::Tensor& x_in,
-                                                 const paddle::Tensor& w_in,
-                                                 const paddle::Tensor& dy_in, int stride) {
-  check_depthwise(x_in, w_in, stride);
+std::vector<paddle::Tensor> depthwise_backward(const char* op, int k, DepthwiseBackward kernel,
+                                               const paddle::Tensor& x_in,
+                                               const paddle::Tensor& w_in,
+                                               const paddle::Tensor& dy_in, int stride) {
+  check_depthwise(op, k, x_in, w_in, stride);
   const paddle::Tensor x = dense(x_in), w = dense(w_in), dy = dense(dy_in);
   const auto& s = x.shape();
   const int H = static_cast<int>(s[2]), W = static_cast<int>(s[3]);
   PD_CHECK(dy.shape() == std::vector<int64_t>(
                              {s[0], s[1], ppm::out_size(H, stride), ppm::out_size(W, stride)}),
-           "ppm_depthwise3x3_grad: the output gradient has the wrong shape");
+           op, "_grad: the output gradient has the wrong shape");
   auto dx = paddle::empty(s, paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto dw = paddle::empty(w.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
-  ppm::depthwise3x3_backward(x.data<float>(), w.data<float>(), dy.data<float>(),
-                             dx.data<float>(), dw.data<float>(), s[0], s[1], H, W, stride);
+  kernel(x.data<float>(), w.data<float>(), dy.data<float>(), dx.data<float>(), dw.data<float>(),
+         s[0], s[1], H, W, stride);
   return {dx, dw};
 }
 
-std::vector<std::vector<int64_t>> Depthwise3x3InferShape(const std::vector<int64_t>& x,
-                                                         const std::vector<int64_t>& w,
-                                                         int stride) {
+}  // namespace
+
+std::vector<paddle::Tensor> Depthwise3x3Forward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                int stride) {
+  return depthwise_forward("ppm_depthwise3x3", 3, ppm::depthwise3x3_forward, x, w, stride);
+}
+
+std::vector<paddle::Tensor> Depthwise3x3Backward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                 const paddle::Tensor& dy, int stride) {
+  return depthwise_backward("ppm_depthwise3x3", 3, ppm::depthwise3x3_backward, x, w, dy, stride);
+}
+
+std::vector<paddle::Tensor> Depthwise5x5Forward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                int stride) {
+  return depthwise_forward("ppm_depthwise5x5", 5, ppm::depthwise5x5_forward, x, w, stride);
+}
+
+std::vector<paddle::Tensor> Depthwise5x5Backward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                                 const paddle::Tensor& dy, int stride) {
+  return depthwise_backward("ppm_depthwise5x5", 5, ppm::depthwise5x5_backward, x, w, dy, stride);
+}
+
+// both filter sizes pad to keep the plane: the output size is (n - 1) / stride + 1
+std::vector<std::vector<int64_t>> DepthwiseInferShape(const std::vector<int64_t>& x,
+                                                      const std::vector<int64_t>& w, int stride) {
   return {{x[0], x[1], (x[2] - 1) / stride + 1, (x[3] - 1) / stride + 1}};
 }
 
-std::vector<paddle::DataType> Depthwise3x3InferDtype(const paddle::DataType& x,
-                                                     const paddle::DataType& w) {
+std::vector<paddle::DataType> DepthwiseInferDtype(const paddle::DataType& x,
+                                                  const paddle::DataType& w) {
   return {x};
 }
 
@@ -68,14 +95,28 @@ PD_BUILD_OP(ppm_depthwise3x3)
     .Outputs({"Out"})
     .Attrs({"stride: int"})
     .SetKernelFn(PD_KERNEL(Depthwise3x3Forward))
-    .SetInferShapeFn(PD_INFER_SHAPE(Depthwise3x3InferShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(Depthwise3x3InferDtype));
+    .SetInferShapeFn(PD_INFER_SHAPE(DepthwiseInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(DepthwiseInferDtype));
 
 PD_BUILD_GRAD_OP(ppm_depthwise3x3)
     .Inputs({"X", "Filter", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad("Filter")})
     .Attrs({"stride: int"})
     .SetKernelFn(PD_KERNEL(Depthwise3x3Backward));
+
+PD_BUILD_OP(ppm_depthwise5x5)
+    .Inputs({"X", "Filter"})
+    .Outputs({"Out"})
+    .Attrs({"stride: int"})
+    .SetKernelFn(PD_KERNEL(Depthwise5x5Forward))
+    .SetInferShapeFn(PD_INFER_SHAPE(DepthwiseInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(DepthwiseInferDtype));
+
+PD_BUILD_GRAD_OP(ppm_depthwise5x5)
+    .Inputs({"X", "Filter", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("Filter")})
+    .Attrs({"stride: int"})
+    .SetKernelFn(PD_KERNEL(Depthwise5x5Backward));
 
 // ------------------------------------------------------------------ BatchNorm + activation
 
