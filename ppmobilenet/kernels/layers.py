@@ -58,7 +58,8 @@ def is_depthwise(layer, kernel):
     pad = kernel // 2
     return (type(layer) in CONV_CLASSES
             and layer._groups == layer._in_channels == layer._out_channels
-            and list(layer._kernel_size) == [kernel, kernel] and layer._padding in (pad, [pad, pad], (pad, pad))
+            and list(layer._kernel_size) == [kernel, kernel]
+            and layer._padding in (pad, [pad, pad], (pad, pad))
             and layer._padding_mode == "zeros" and list(layer._dilation) == [1, 1]
             and layer._stride[0] == layer._stride[1] and layer._stride[0] in (1, 2)
             and layer._data_format == "NCHW" and layer.bias is None)
