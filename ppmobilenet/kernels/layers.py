@@ -23,8 +23,7 @@ class CompiledDepthwiseConv2D(nn.Conv2D):
 
     def forward(self, x):
         if _compiled_path(x):
-            conv = ops.depthwise3x3 if self._kernel_size[0] == 3 else ops.depthwise5x5
-            return conv(x, self.weight, self._stride[0])
+            return ops.depthwise(x, self.weight, self._stride[0])
         return super().forward(x)
 
 

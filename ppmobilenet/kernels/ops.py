@@ -22,14 +22,13 @@ def load(log=None):
     return path
 
 
-def depthwise3x3(x, weight, stride):
-    """3x3 depthwise conv, padding 1, stride 1 or 2, NCHW float32 on CPU, with its gradients."""
-    return _C_ops._run_custom_op("ppm_depthwise3x3", x, weight, int(stride))[0]
+DEPTHWISE_OPS = {3: "ppm_depthwise3x3", 5: "ppm_depthwise5x5"}  # filter size -> operator
 
 
-def depthwise5x5(x, weight, stride):
-    """5x5 depthwise conv, padding 2, stride 1 or 2, NCHW float32 on CPU, with its gradients."""
-    return _C_ops._run_custom_op("ppm_depthwise5x5", x, weight, int(stride))[0]
+def depthwise(x, weight, stride):
+    """Depthwise conv with a 3x3 (padding 1) or 5x5 (padding 2) filter [C, 1, k, k], stride 1 or 2,
+    NCHW float32 on CPU, with its gradients."""
+    return _C_ops._run_custom_op(DEPTHWISE_OPS[weight.shape[-1]], x, weight, int(stride))[0]
 
 
 ACTIVATIONS = {None: 0, "relu": 1, "clip6": 2, "hardswish": 3}  # kernels.h: Activation
